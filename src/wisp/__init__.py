@@ -1,0 +1,77 @@
+"""Wisp: a Discord bot framework built like pytest, on a small pluggy kernel."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from wisp.app import Wisp
+from wisp.cli.commands import CliCommand
+from wisp.context import InvocationType, WispContext, current_context
+from wisp.decisions import Decision
+from wisp.errors import (
+    ConfigError,
+    ExternalServiceError,
+    NotFound,
+    PermissionDenied,
+    PluginError,
+    RateLimited,
+    UserError,
+    WispError,
+)
+from wisp.markers import hookimpl, hookspec
+from wisp.pipeline import CallNext, Middleware, Order, middleware
+from wisp.responses import Outcome, Response
+from wisp.services import BaseService, Health, Service
+from wisp.stash import Stash, StashKey
+from wisp.targets import (
+    Choice,
+    Command,
+    EventHandler,
+    Param,
+    ParamType,
+    command,
+    event_handler,
+)
+
+try:
+    __version__ = version("wisp-framework")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BaseService",
+    "CallNext",
+    "Choice",
+    "CliCommand",
+    "Command",
+    "ConfigError",
+    "Decision",
+    "EventHandler",
+    "ExternalServiceError",
+    "Health",
+    "InvocationType",
+    "Middleware",
+    "NotFound",
+    "Order",
+    "Outcome",
+    "Param",
+    "ParamType",
+    "PermissionDenied",
+    "PluginError",
+    "RateLimited",
+    "Response",
+    "Service",
+    "Stash",
+    "StashKey",
+    "UserError",
+    "Wisp",
+    "WispContext",
+    "WispError",
+    "__version__",
+    "command",
+    "current_context",
+    "event_handler",
+    "hookimpl",
+    "hookspec",
+    "middleware",
+]

@@ -1,0 +1,34 @@
+"""The record a plugin returns from ``wisp_cli_commands`` to add a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from wisp.app import Wisp
+
+__all__ = ["CliCommand"]
+
+RunResult = int | None
+Runner = Callable[["Wisp", argparse.Namespace], RunResult | Awaitable[RunResult]]
+
+
+@attrs.frozen
+class CliCommand:
+    """A ``wisp`` subcommand.
+
+    ``run`` returns the exit code (``None`` is 0) and may be async.  With
+    ``configure`` the application is configured first (config errors are
+    reported and exit 2); with ``start`` its services run around ``run``.
+    """
+
+    name: str
+    help: str
+    run: Runner
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    configure: bool = True
+    start: bool = False

@@ -1,0 +1,164 @@
+"""``wisp``: parse global options, load plugins, then build and run the subcommand.
+
+Global options are parsed first (plugins may add subcommands, so the full
+parser can only be built once they are loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from loguru import logger
+
+from wisp import __version__
+from wisp.app import Wisp
+from wisp.cli.builtin import BUILTIN_COMMANDS
+from wisp.cli.commands import CliCommand
+from wisp.errors import ConfigError, PluginError
+from wisp.logs import setup_logging
+
+__all__ = ["build_parser", "main"]
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("plugins and configuration")
+    g.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="load plugin NAME (entry-point name or dotted module); '-p no:NAME' blocks it",
+    )
+    g.add_argument(
+        "--no-autoload",
+        action="store_true",
+        help="do not load installed 'wisp' entry points (also WISP_DISABLE_PLUGIN_AUTOLOAD=1)",
+    )
+    g.add_argument(
+        "--rootdir", metavar="DIR", help="project directory (default: nearest with wisp.toml)"
+    )
+    g.add_argument("-c", "--config", metavar="FILE", help="configuration file")
+    g.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        default=None,
+        help="fail at start-up if any plugin fails to load",
+    )
+    g.add_argument(
+        "--trace",
+        action="store_true",
+        default=None,
+        help="log every hook call with its duration (also WISP_TRACE=1)",
+    )
+    g.add_argument("--log-level", metavar="LEVEL", help="override [wisp] log_level")
+
+
+def _split_plugin_args(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    load, block = [], []
+    for v in values:
+        if v.startswith("no:"):
+            block.append(v[3:])
+        else:
+            load.append(v)
+    return load, block
+
+
+def make_app(ns: argparse.Namespace) -> Wisp:
+    load, block = _split_plugin_args(ns.plugins)
+    return Wisp(
+        rootdir=ns.rootdir,
+        config_file=ns.config,
+        plugins=load,
+        block=block,
+        autoload=False if ns.no_autoload else None,
+        strict_plugins=ns.strict_plugins,
+        trace=ns.trace,
+    )
+
+
+def _collect_commands(app: Wisp) -> dict[str, CliCommand]:
+    commands = {c.name: c for c in BUILTIN_COMMANDS}
+    for plugin_name, result in app._each_result("wisp_cli_commands", app=app):
+        for cmd in result:
+            if not isinstance(cmd, CliCommand):
+                logger.error(
+                    "plugin {!r} returned {!r} from wisp_cli_commands; ignored", plugin_name, cmd
+                )
+            elif cmd.name in commands:
+                logger.error(
+                    "plugin {!r} adds 'wisp {}', which exists already; ignored",
+                    plugin_name,
+                    cmd.name,
+                )
+            else:
+                commands[cmd.name] = cmd
+    return commands
+
+
+def build_parser(app: Wisp, commands: dict[str, CliCommand]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wisp", description="Wisp: a Discord bot framework on a pluggy kernel."
+    )
+    parser.add_argument("--version", action="version", version=f"wisp {__version__}")
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in sorted(commands):
+        cmd = commands[name]
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if cmd.add_arguments is not None:
+            cmd.add_arguments(p)
+        app.hook.wisp_cli_arguments(command=name, parser=p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wisp`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    ns, _ = pre.parse_known_args(argv)
+    app = make_app(ns)
+    setup_logging(ns.log_level or app.config.core.log_level, app.config.core.log_format)
+    app.bootstrap()
+    commands = _collect_commands(app)
+    parser = build_parser(app, commands)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    cmd = commands[args.command]
+    try:
+        if cmd.configure:
+            app.configure()
+        return asyncio.run(_run(app, cmd, args))
+    except ConfigError as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
+        return 2
+    except PluginError as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(app: Wisp, cmd: CliCommand, args: argparse.Namespace) -> int:
+    if cmd.start:
+        await app.start()
+    try:
+        result: Any = cmd.run(app, args)
+        if inspect.isawaitable(result):
+            result = await result
+        return int(result or 0)
+    finally:
+        if cmd.start:
+            await app.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,598 @@
+"""A typed facade over ``pluggy.PluginManager`` that isolates broken plugins.
+
+Discovery runs in a fixed order (see :meth:`WispPluginManager.load`).  A plugin
+that fails to import, register or validate is recorded as a
+:class:`PluginFailure` naming the plugin, its distribution and the cause, and
+is left out; every other plugin still loads.
+
+Call order: pluggy calls ``tryfirst`` implementations first, ``trylast`` last,
+and within each class the plugin registered *last* first.  Registration order
+never depends on how the environment lists entry points: kernel, then entry
+points sorted by name, then ``-p`` plugins in the order given, then
+``WISP_PLUGINS`` and ``[wisp] plugins``, then local files sorted by path (the
+project's ``wispconf.py`` first, deeper files later).  So a ``wispconf.py``
+overrides an installed plugin, and a deeper one overrides a shallower one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import importlib
+import inspect
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import importlib_metadata
+import pluggy
+from loguru import logger
+
+from wisp import hookspec
+from wisp.markers import PROJECT
+
+__all__ = ["Origin", "PluginFailure", "PluginInfo", "WispPluginManager"]
+
+#: Hooks compiled into plain calls or awaited: pluggy wrappers cannot wrap them.
+RUNTIME_HOOKS = frozenset(
+    {
+        "wisp_make_context",
+        "wisp_enrich_context",
+        "wisp_policy_decide",
+        "wisp_error_message",
+        "wisp_startup",
+        "wisp_shutdown",
+    }
+)
+#: Hooks a nested ``wispconf.py`` receives only for targets under its directory.
+SCOPED_HOOKS = frozenset(
+    {
+        "wisp_enrich_context",
+        "wisp_middleware",
+        "wisp_policy_decide",
+        "wisp_ratelimit_buckets",
+        "wisp_error_message",
+    }
+)
+
+BUNDLED_DISTRIBUTION = "wisp-framework"
+WISPCONF = "wispconf.py"
+
+
+class Origin(enum.StrEnum):
+    """Where a plugin came from."""
+
+    KERNEL = "kernel"
+    BUNDLED = "bundled"
+    THIRD_PARTY = "third-party"
+    CMDLINE = "-p"
+    ENV = "WISP_PLUGINS"
+    CONFIG = "wisp.toml"
+    WISPCONF = "wispconf"
+    LOCAL = "command file"
+    API = "api"
+
+
+@attrs.define
+class PluginInfo:
+    """A registered plugin and where it came from."""
+
+    name: str
+    plugin: object
+    origin: Origin
+    distribution: str | None = None
+    version: str | None = None
+    path: Path | None = None
+    #: For a ``wispconf.py``: the directory it governs.
+    scope: Path | None = None
+
+    @property
+    def dist_label(self) -> str:
+        if self.distribution:
+            return f"{self.distribution} {self.version or ''}".strip()
+        return "-"
+
+
+@attrs.frozen
+class PluginFailure:
+    """A plugin that was left out, and why."""
+
+    name: str
+    origin: Origin
+    stage: str
+    message: str
+    distribution: str | None = None
+    version: str | None = None
+    path: Path | None = None
+
+    def describe(self) -> str:
+        where = (
+            f"{self.distribution} {self.version or ''}".strip()
+            if self.distribution
+            else (str(self.path) if self.path else self.origin.value)
+        )
+        return (
+            f"plugin {self.name!r} ({where}, {self.origin.value}) failed at {self.stage}: "
+            f"{self.message}"
+        )
+
+
+@attrs.frozen
+class _EntryPoint:
+    name: str
+    value: str
+    distribution: str | None
+    version: str | None
+    load: Callable[[], object]
+
+
+def _normalize(dist: str | None) -> str | None:
+    return dist.lower().replace("_", "-").replace(".", "-") if dist else None
+
+
+def _entry_points() -> list[_EntryPoint]:
+    out = []
+    for ep in importlib_metadata.entry_points(group=PROJECT):
+        dist = ep.dist
+        out.append(
+            _EntryPoint(
+                ep.name,
+                ep.value,
+                dist.metadata["Name"] if dist is not None else None,
+                dist.version if dist is not None else None,
+                ep.load,
+            )
+        )
+    # Scan order is the environment's business; ours is by name, then distribution.
+    out.sort(key=lambda e: (e.name, _normalize(e.distribution) or ""))
+    return out
+
+
+def _error_summary(exc: BaseException, path: Path | None = None) -> str:
+    """One line: the exception, and the file and line it came from."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    frame = None
+    if path is not None:
+        frame = next((f for f in reversed(frames) if Path(f.filename) == path), None)
+    if frame is None and frames:
+        frame = frames[-1]
+    where = f" ({frame.filename}, line {frame.lineno})" if frame is not None else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class WispPluginManager:
+    """Registers plugins for project ``wisp`` and keeps track of origins and failures."""
+
+    def __init__(self, *, trace: bool = False) -> None:
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspec)
+        self._infos: dict[str, PluginInfo] = {}
+        self._blocked: dict[str, str] = {}
+        self.failures: list[PluginFailure] = []
+        self._subset_cache: dict[tuple[str, frozenset[str]], pluggy.HookCaller] = {}
+        self._pm.hook.wisp_addhooks.call_historic(kwargs={"pluginmanager": self})
+        if trace:
+            self.enable_tracing()
+
+    # -- the pluggy surface ---------------------------------------------------
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        return self._pm.hook
+
+    @property
+    def pluggy_manager(self) -> pluggy.PluginManager:
+        return self._pm
+
+    def add_hookspecs(self, module_or_class: ModuleType | type) -> None:
+        """Add hook specs; plugins already implementing them badly are dropped first."""
+        for name in dir(module_or_class):
+            if self._pm.parse_hookspec_opts(module_or_class, name) is None:
+                continue
+            caller: pluggy.HookCaller | None = getattr(self._pm.hook, name, None)
+            if caller is None or caller.spec is not None:
+                continue
+            spec_args = set(inspect.signature(getattr(module_or_class, name)).parameters)
+            spec_args.discard("self")
+            for impl in list(caller.get_hookimpls()):
+                extra = set(impl.argnames) - spec_args
+                if extra:
+                    self._fail(
+                        impl.plugin_name,
+                        "validate",
+                        f"hook {name!r} implementation takes {sorted(extra)}, which the "
+                        f"spec does not offer (spec: {sorted(spec_args)})",
+                    )
+        self._pm.add_hookspecs(module_or_class)
+
+    # -- registration ---------------------------------------------------------
+
+    def block(self, name: str, reason: str) -> None:
+        """Never register ``name``; unregister it if it is registered."""
+        self._blocked.setdefault(name, reason)
+        self._pm.set_blocked(name)
+        self._infos.pop(name, None)
+
+    def blocked(self) -> Mapping[str, str]:
+        """Blocked names and how each was blocked."""
+        return dict(self._blocked)
+
+    def is_blocked(self, name: str) -> bool:
+        return name in self._blocked
+
+    def register(
+        self,
+        plugin: object,
+        name: str,
+        origin: Origin = Origin.API,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        path: Path | None = None,
+        scope: Path | None = None,
+    ) -> bool:
+        """Register ``plugin``; return ``False`` if blocked or failed (failure recorded)."""
+        if self.is_blocked(name):
+            return False
+        info = PluginInfo(name, plugin, origin, distribution, version, path, scope)
+        if name in self._infos:
+            other = self._infos[name]
+            self.failures.append(
+                PluginFailure(
+                    name,
+                    origin,
+                    "register",
+                    f"name already taken by {other.dist_label} ({other.origin.value})",
+                    distribution,
+                    version,
+                    path,
+                )
+            )
+            return False
+        self._infos[name] = info
+        try:
+            self._pm.register(plugin, name)
+        except Exception as exc:
+            self._infos.pop(name, None)
+            if self._pm.get_plugin(name) is not None:
+                self._pm.unregister(name=name)
+            self.failures.append(
+                PluginFailure(
+                    name, origin, "register", _error_summary(exc, path), distribution, version, path
+                )
+            )
+            return False
+        return True
+
+    def unregister(self, name: str) -> None:
+        self._infos.pop(name, None)
+        if self._pm.get_plugin(name) is not None:
+            self._pm.unregister(name=name)
+
+    def _fail(self, name: str, stage: str, message: str) -> None:
+        info = self._infos.get(name)
+        if info is None:
+            return
+        self.failures.append(
+            PluginFailure(
+                name, info.origin, stage, message, info.distribution, info.version, info.path
+            )
+        )
+        self.unregister(name)
+
+    # -- discovery ------------------------------------------------------------
+
+    def load(
+        self,
+        *,
+        blocked: Iterable[tuple[str, str]] = (),
+        autoload: bool = True,
+        requested: Iterable[tuple[str, Origin]] = (),
+        rootdir: Path | None = None,
+        command_paths: Sequence[str] = (),
+    ) -> None:
+        """Discover and register plugins, in this order.
+
+        1. ``blocked``: ``(name, reason)`` pairs are blocked first;
+        2. every ``wisp`` entry point, unless ``autoload`` is false;
+        3. ``requested`` plugins: entry-point names or dotted modules;
+        4. local files: ``wispconf.py`` in ``rootdir`` and, under each of
+           ``command_paths``, every ``wispconf.py`` and command file.
+
+        Then every plugin is validated (:meth:`check`).
+        """
+        for name, reason in blocked:
+            self.block(name, reason)
+        eps = _entry_points()
+        if autoload:
+            for ep in eps:
+                self._load_entry_point(ep)
+        by_name = {ep.name: ep for ep in eps}
+        for spec, origin in requested:
+            if spec in self._infos or self.is_blocked(spec):
+                continue
+            if spec in by_name:
+                self._load_entry_point(by_name[spec], origin)
+            else:
+                self.import_plugin(spec, origin)
+        if rootdir is not None:
+            self.load_local(rootdir, command_paths)
+        self.check()
+
+    def _load_entry_point(self, ep: _EntryPoint, origin: Origin | None = None) -> None:
+        if self.is_blocked(ep.name):
+            return
+        if origin is None:
+            bundled = _normalize(ep.distribution) == BUNDLED_DISTRIBUTION
+            origin = Origin.BUNDLED if bundled else Origin.THIRD_PARTY
+        if ep.name in self._infos:
+            other = self._infos[ep.name]
+            self.failures.append(
+                PluginFailure(
+                    ep.name,
+                    origin,
+                    "register",
+                    f"entry point {ep.value!r}: the name is already taken by {other.dist_label}",
+                    ep.distribution,
+                    ep.version,
+                )
+            )
+            return
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            self.failures.append(
+                PluginFailure(
+                    ep.name,
+                    origin,
+                    "import",
+                    f"entry point {ep.value!r}: {_error_summary(exc)}",
+                    ep.distribution,
+                    ep.version,
+                )
+            )
+            return
+        self.register(
+            plugin,
+            ep.name,
+            origin,
+            distribution=ep.distribution,
+            version=ep.version,
+            path=_module_path(plugin),
+        )
+
+    def import_plugin(self, modname: str, origin: Origin = Origin.CMDLINE) -> None:
+        """Import a dotted module and register it under that name."""
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:
+            self.failures.append(PluginFailure(modname, origin, "import", _error_summary(exc)))
+            return
+        self.register(module, modname, origin, path=_module_path(module))
+
+    def load_local(self, rootdir: Path, command_paths: Sequence[str]) -> None:
+        """Register the project's ``wispconf.py`` files and command files."""
+        rootdir = rootdir.resolve()
+        if str(rootdir) not in sys.path:
+            sys.path.insert(0, str(rootdir))
+        files: list[tuple[Path, Origin]] = []
+        if (rootdir / WISPCONF).is_file():
+            files.append((rootdir / WISPCONF, Origin.WISPCONF))
+        for rel in command_paths:
+            folder = (rootdir / rel).resolve()
+            if not folder.is_dir():
+                self.failures.append(
+                    PluginFailure(
+                        rel,
+                        Origin.LOCAL,
+                        "import",
+                        f"command path {str(folder)!r} (from [wisp] command_paths) is not a directory",
+                        path=folder,
+                    )
+                )
+                continue
+            files.extend(_local_files(folder))
+        for path, origin in files:
+            self._load_local_file(rootdir, path, origin)
+
+    def _load_local_file(self, rootdir: Path, path: Path, origin: Origin) -> None:
+        try:
+            rel = path.relative_to(rootdir)
+        except ValueError:
+            self.failures.append(
+                PluginFailure(
+                    str(path),
+                    origin,
+                    "import",
+                    f"{path} is outside the project directory {rootdir}",
+                    path=path,
+                )
+            )
+            return
+        name = rel.as_posix()
+        if name in self._infos or self.is_blocked(name):
+            return
+        modname = ".".join(rel.with_suffix("").parts)
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:
+            sys.modules.pop(modname, None)
+            self.failures.append(
+                PluginFailure(name, origin, "import", _error_summary(exc, path), path=path)
+            )
+            return
+        found = _module_path(module)
+        if found != path:
+            self.failures.append(
+                PluginFailure(
+                    name,
+                    origin,
+                    "import",
+                    f"module name {modname!r} resolves to {found}, not {path}: rename the folder or "
+                    "file so it does not clash with an installed package",
+                    path=path,
+                )
+            )
+            return
+        scope = path.parent if origin is Origin.WISPCONF else None
+        self.register(module, name, origin, path=path, scope=scope)
+
+    def check(self) -> None:
+        """Validate every plugin: known hooks only, no wrappers on runtime hooks, requirements."""
+        for hookname, caller in sorted(vars(self._pm.hook).items()):
+            if not isinstance(caller, pluggy.HookCaller):
+                continue
+            for impl in list(caller.get_hookimpls()):
+                if caller.spec is None and not impl.optionalhook:
+                    known = [n for n in vars(self._pm.hook) if not n.startswith("_")]
+                    near = difflib.get_close_matches(hookname, known, n=1)
+                    hint = (
+                        f"; did you mean {near[0]!r}?"
+                        if near
+                        else " (mark it optionalhook=True if another plugin may add it)"
+                    )
+                    self._fail(impl.plugin_name, "validate", f"unknown hook {hookname!r}{hint}")
+                elif hookname in RUNTIME_HOOKS and (impl.wrapper or impl.hookwrapper):
+                    self._fail(
+                        impl.plugin_name,
+                        "validate",
+                        f"hook {hookname!r} is awaited or compiled at start-up; pluggy "
+                        "wrappers cannot wrap coroutines: use middleware instead",
+                    )
+        self._check_requirements()
+
+    def _check_requirements(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for info in list(self._infos.values()):
+                for req in _requires(info.plugin):
+                    if req in self._infos:
+                        continue
+                    if req in self._blocked:
+                        why = f"which is blocked ({self._blocked[req]})"
+                    elif any(f.name == req for f in self.failures):
+                        why = "which failed to load"
+                    else:
+                        why = "which is not installed or not loaded"
+                    self._fail(
+                        info.name,
+                        "requires",
+                        f"plugin {info.name!r} requires plugin {req!r}, {why}",
+                    )
+                    changed = True
+                    break
+
+    # -- introspection --------------------------------------------------------
+
+    def plugins(self) -> list[PluginInfo]:
+        """Registered plugins in registration order."""
+        return list(self._infos.values())
+
+    def info(self, name: str) -> PluginInfo:
+        return self._infos[name]
+
+    def name_of(self, plugin: object) -> str | None:
+        return self._pm.get_name(plugin)
+
+    def hooks_of(self, name: str) -> list[str]:
+        """Names of the hooks plugin ``name`` implements."""
+        plugin = self._pm.get_plugin(name)
+        callers = self._pm.get_hookcallers(plugin) if plugin is not None else None
+        return sorted(c.name for c in callers or ())
+
+    def impls_in_call_order(self, caller: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+        """The implementations pluggy would call, first to last (wrappers excluded)."""
+        return [i for i in reversed(caller.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
+
+    def hook_table(self) -> Iterator[tuple[str, list[pluggy.HookImpl]]]:
+        """Every hook with at least one implementation, and its call order."""
+        for hookname, caller in sorted(vars(self._pm.hook).items()):
+            if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls():
+                yield hookname, list(reversed(caller.get_hookimpls()))
+
+    def wispconfs(self) -> list[PluginInfo]:
+        return [i for i in self._infos.values() if i.origin is Origin.WISPCONF]
+
+    def scoped(self, hookname: str, source: Path | None, rootdir: Path | None) -> pluggy.HookCaller:
+        """The hook as seen by a target defined in ``source``.
+
+        A nested ``wispconf.py`` applies only when ``source`` lies under its
+        directory; the project-root one applies to every target.
+        """
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hookname)
+        if hookname not in SCOPED_HOOKS:
+            return caller
+        remove = frozenset(
+            i.name
+            for i in self.wispconfs()
+            if i.scope is not None
+            and i.scope != rootdir
+            and (source is None or not source.is_relative_to(i.scope))
+        )
+        if not remove:
+            return caller
+        key = (hookname, remove)
+        if key not in self._subset_cache:
+            plugins = [self._infos[n].plugin for n in remove]
+            self._subset_cache[key] = self._pm.subset_hook_caller(hookname, plugins)
+        return self._subset_cache[key]
+
+    # -- tracing --------------------------------------------------------------
+
+    def enable_tracing(self) -> None:
+        """Log every pluggy hook call with its duration (``WISP_TRACE=1``)."""
+        starts: list[int] = []
+
+        def before(
+            hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+        ) -> None:
+            starts.append(time.perf_counter_ns())
+
+        def after(
+            outcome: Any,
+            hook_name: str,
+            impls: Sequence[pluggy.HookImpl],
+            kwargs: Mapping[str, Any],
+        ) -> None:
+            took = (time.perf_counter_ns() - starts.pop()) / 1000
+            names = ", ".join(i.plugin_name for i in reversed(impls))
+            logger.debug("trace hook {} [{}] {:.1f}us", hook_name, names, took)
+
+        self._pm.add_hookcall_monitoring(before, after)
+
+
+def _requires(plugin: object) -> tuple[str, ...]:
+    req = getattr(plugin, "wisp_requires", ())
+    if isinstance(req, str):
+        return (req,)
+    return tuple(req)
+
+
+def _module_path(plugin: object) -> Path | None:
+    file = getattr(plugin, "__file__", None)
+    if file is None and not isinstance(plugin, ModuleType):
+        file = getattr(sys.modules.get(type(plugin).__module__), "__file__", None)
+    return Path(file).resolve() if file else None
+
+
+def _local_files(folder: Path) -> list[tuple[Path, Origin]]:
+    """``wispconf.py`` and command files under ``folder``, parents before children."""
+    out: list[tuple[Path, Origin]] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        here = Path(dirpath)
+        if WISPCONF in filenames:
+            out.append((here / WISPCONF, Origin.WISPCONF))
+        for fn in sorted(filenames):
+            if fn.endswith(".py") and fn != WISPCONF and not fn.startswith(("_", "test_")):
+                out.append((here / fn, Origin.LOCAL))
+    return out

@@ -1,0 +1,44 @@
+"""What an invocation hands back to its transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["Outcome", "Response"]
+
+
+@attrs.frozen
+class Response:
+    """A reply, transport-independent: the Discord plugin renders it.
+
+    ``embed`` and ``view`` are the transport's own objects, passed through.
+    """
+
+    content: str | None = None
+    embed: Any = None
+    ephemeral: bool = False
+    view: Any = None
+
+    @classmethod
+    def of(cls, result: Any) -> Response | None:
+        """Normalize a handler's return value."""
+        if result is None or isinstance(result, Response):
+            return result
+        if isinstance(result, str):
+            return cls(content=result)
+        return cls(content=str(result))
+
+
+@attrs.frozen
+class Outcome:
+    """The end of one invocation: the reply, and the error if it failed."""
+
+    request_id: str
+    response: Response | None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
