@@ -394,7 +394,8 @@ class WispPluginManager:
                         rel,
                         Origin.LOCAL,
                         "import",
-                        f"command path {str(folder)!r} (from [wisp] command_paths) is not a directory",
+                        f"command path {str(folder)!r} (from [wisp] command_paths) "
+                        "is not a directory",
                         path=folder,
                     )
                 )
@@ -436,8 +437,8 @@ class WispPluginManager:
                     name,
                     origin,
                     "import",
-                    f"module name {modname!r} resolves to {found}, not {path}: rename the folder or "
-                    "file so it does not clash with an installed package",
+                    f"module name {modname!r} resolves to {found}, not {path}: rename the "
+                    "folder or file so it does not clash with an installed package",
                     path=path,
                 )
             )
