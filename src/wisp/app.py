@@ -29,7 +29,7 @@ from wisp.context import InvocationType, WispContext, _current
 from wisp.decisions import Decision
 from wisp.errors import ConfigError, PermissionDenied, PluginError, WispError
 from wisp.logs import install_context_patcher
-from wisp.pipeline import Middleware, compile_chain, sort_middleware
+from wisp.pipeline import CallNext, Middleware, compile_chain, sort_middleware
 from wisp.pluginmanager import Origin, WispPluginManager
 from wisp.responses import Outcome, Response
 from wisp.services import ServiceRegistry
@@ -285,9 +285,13 @@ class Wisp:
                     middlewares.append(attrs.evolve(mw, plugin=mw.plugin or impl.plugin_name))
         ordered = tuple(sort_middleware(middlewares))
         handler = target.handler if target is not None else None
+        endpoint: CallNext
+        if isinstance(target, Command) and not target.params:
+            endpoint = handler  # type: ignore[assignment]  # no options to spread
+        else:
 
-        def endpoint(ctx: WispContext) -> Any:
-            return handler(ctx, **ctx.options)  # type: ignore[misc]
+            def endpoint(ctx: WispContext) -> Any:
+                return handler(ctx, **ctx.options)  # type: ignore[misc]
 
         return CompiledTarget(
             target=target,  # type: ignore[arg-type]

@@ -47,9 +47,11 @@ class CoreConfig:
     """The ``[wisp]`` table: how the kernel loads plugins and logs."""
 
     #: Plugin names to block, like ``-p no:NAME``.
-    disable: list[str] = attrs.field(factory=list, metadata={"env": "WISP_DISABLE_PLUGINS"})
+    disable: list[str] = attrs.field(
+        factory=list, metadata={"env": "WISP_DISABLE_PLUGINS", "merge": True}
+    )
     #: Extra plugins to load (entry-point names or dotted modules), like ``-p``.
-    plugins: list[str] = attrs.field(factory=list, metadata={"env": "WISP_PLUGINS"})
+    plugins: list[str] = attrs.field(factory=list, metadata={"env": "WISP_PLUGINS", "merge": True})
     #: Load every installed ``wisp`` entry point.
     autoload: bool = attrs.field(
         default=True, metadata={"env": "WISP_DISABLE_PLUGIN_AUTOLOAD", "env_invert": True}
@@ -296,6 +298,10 @@ class _Structurer:
                             f"{dotted}.{name}: expected true or false, got {text!r} (from {origin})"
                         )
                         continue
+                if field.metadata.get("merge") and isinstance(raw.get(name), list):
+                    # Both add up: the file's entries, then the environment's.
+                    given = [*raw[name], *given]
+                    origin += f" and {self.source.where((self.section, *path))}"
             elif name in raw:
                 given = raw[name]
                 origin = f"at {self.source.where((self.section, *path))}"
@@ -340,6 +346,8 @@ class _Structurer:
 
 
 def _why(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]  # cattrs groups: the first leaf says what went wrong
     msg = str(exc)
     if not msg or "expected" in msg:
         return ""

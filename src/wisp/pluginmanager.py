@@ -453,7 +453,11 @@ class WispPluginManager:
                 continue
             for impl in list(caller.get_hookimpls()):
                 if caller.spec is None and not impl.optionalhook:
-                    known = [n for n in vars(self._pm.hook) if not n.startswith("_")]
+                    known = [
+                        n
+                        for n, c in vars(self._pm.hook).items()
+                        if isinstance(c, pluggy.HookCaller) and c.spec is not None
+                    ]
                     near = difflib.get_close_matches(hookname, known, n=1)
                     hint = (
                         f"; did you mean {near[0]!r}?"

@@ -271,7 +271,13 @@ def infer_params(handler: Handler) -> tuple[Param, ...]:
     ``Literal[...]`` to choices, ``X | None`` or a default to optional.
     """
     sig = inspect.signature(handler)
-    hints = typing.get_type_hints(handler)
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception as exc:
+        raise TypeError(
+            f"{handler.__qualname__}: cannot resolve parameter annotations ({exc}); "
+            "pass params= explicitly"
+        ) from exc
     params = list(sig.parameters.values())[1:]
     out: list[Param] = []
     for p in params:
