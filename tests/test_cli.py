@@ -165,3 +165,22 @@ def test_console_script_runs(cli_project, wisp_exe) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "hello console\n"
     assert "cli hello ok" in done.stderr  # the bundled accesslog plugin's line
+
+
+def test_a_crashing_configure_hook_names_the_plugin(cli_project, capsys) -> None:
+    cli_project.write(
+        "wispconf.py",
+        """
+        import wisp
+
+        @wisp.hookimpl
+        def wisp_configure(app):
+            raise KeyError("GUILD_ID")
+    """,
+    )
+    assert main(["call", "hello"]) == 3
+    err = capsys.readouterr().err
+    assert (
+        "plugin 'wispconf.py' (-, wispconf) failed in wisp_configure: KeyError: 'GUILD_ID'" in err
+    )
+    assert "wispconf.py, line 5" in err

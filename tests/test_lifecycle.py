@@ -128,7 +128,9 @@ async def test_failed_startup_hook_stops_services(project) -> None:
 
     app = project.app()
     app.register(plugin_with(Recorded("db", trail), startup=startup), "p")
-    with pytest.raises(RuntimeError, match="startup broke"):
+    with pytest.raises(
+        wisp.PluginError, match=r"plugin 'p' .* failed in wisp_startup: RuntimeError: startup broke"
+    ):
         await app.start()
     assert trail == ["start db", "stop db"]
 

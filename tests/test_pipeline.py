@@ -315,3 +315,39 @@ async def test_enrich_context_runs_before_middleware(project) -> None:
     app.register(P(), "p")
     app.configure()
     assert (await app.call("show")).response.content == "enriched"
+
+
+async def test_emit_runs_handlers_in_priority_order_and_isolates_errors(project, log_lines):
+    seen: list[str] = []
+
+    @wisp.event_handler("member_join", priority=10)
+    async def first(ctx, member_id: int) -> None:
+        seen.append(f"first {member_id} guild={ctx.guild_id}")
+
+    @wisp.event_handler("member_join", priority=5)
+    async def broken(ctx, member_id: int) -> None:
+        raise RuntimeError("welcome channel missing")
+
+    @wisp.event_handler("member_join", priority=20)
+    async def last(ctx, member_id: int) -> None:
+        seen.append(f"last {ctx.invocation_type}")
+
+    class P:
+        @wisp.hookimpl
+        def wisp_event_handlers(self):
+            return [last, first, broken]
+
+    app = project.app()
+    app.register(P(), "p")
+    app.configure()
+    assert [h.handler.__name__ for h in app.handlers_for("member_join")] == [
+        "broken",
+        "first",
+        "last",
+    ]
+    outcomes = await app.emit("member_join", {"member_id": 7}, guild_id=3)
+    assert [o.ok for o in outcomes] == [False, True, True]
+    assert seen == ["first 7 guild=3", "last event"]
+    [error] = [r for r in log_lines if r["level"] == "ERROR"]
+    assert error["extra"]["request_id"] == outcomes[0].request_id
+    assert await app.emit("nobody_listens") == []

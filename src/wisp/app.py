@@ -15,7 +15,7 @@ import enum
 import inspect
 import os
 import signal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, TypeVar
@@ -101,6 +101,7 @@ class Wisp:
         self.commands: dict[str, Command] = {}
         self.event_handlers: list[EventHandler] = []
         self.job_handlers: dict[str, Any] = {}
+        self._handlers_by_event: dict[str, list[EventHandler]] = {}
         self._compiled: dict[Target, CompiledTarget] = {}
         self._make_context: tuple[Any, ...] = ()
         self._global: CompiledTarget | None = None
@@ -158,6 +159,7 @@ class Wisp:
         if self.state is not State.BOOTSTRAPPED:
             return self
         pm = self.pluginmanager
+        pm.check()  # again: plugins may have been registered after bootstrap
         if self.config.core.strict_plugins and pm.failures:
             raise PluginError(
                 "strict_plugins: plugins failed to load:\n"
@@ -165,7 +167,7 @@ class Wisp:
             )
         problems = list(self._config_problems)
         declared: dict[str, tuple[type[Any], str]] = {}
-        for plugin_name, result in self._each_result("wisp_config_sections"):
+        for plugin_name, result in self.pluginmanager.results("wisp_config_sections"):
             for section, cls in (result or {}).items():
                 if section == "wisp" or section in declared:
                     owner = "the kernel" if section == "wisp" else repr(declared[section][1])
@@ -194,19 +196,12 @@ class Wisp:
         )
         for section in sorted(unused):
             logger.warning("config section [{}] is not used by any loaded plugin", section)
-        self.hook.wisp_configure(app=self)
+        for _ in pm.results("wisp_configure", app=self):
+            pass
         self._collect_targets()
         self.compile()
         self.state = State.CONFIGURED
         return self
-
-    def _each_result(self, hookname: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
-        """Call each implementation of ``hookname`` and yield (plugin name, result)."""
-        caller = getattr(self.hook, hookname)
-        for impl in self.pluginmanager.impls_in_call_order(caller):
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-            if result is not None:
-                yield impl.plugin_name, result
 
     def _collect_targets(self) -> None:
         found: list[tuple[str, Any]] = []
@@ -219,7 +214,7 @@ class Wisp:
                     ):
                         found.append((info.name, value))
         for hookname in ("wisp_commands", "wisp_event_handlers"):
-            for plugin_name, result in self._each_result(hookname, app=self):
+            for plugin_name, result in self.pluginmanager.results(hookname, app=self):
                 found.extend((plugin_name, item) for item in result)
         for plugin_name, item in found:
             if not isinstance(item, Command | EventHandler):
@@ -239,7 +234,9 @@ class Wisp:
             else:
                 self.event_handlers.append(item)
         self.event_handlers.sort(key=lambda h: h.priority)
-        for plugin_name, result in self._each_result("wisp_job_handlers", app=self):
+        for handler in self.event_handlers:
+            self._handlers_by_event.setdefault(handler.event, []).append(handler)
+        for plugin_name, result in self.pluginmanager.results("wisp_job_handlers", app=self):
             for job_type, handler in result.items():
                 if job_type in self.job_handlers:
                     raise PluginError(
@@ -319,12 +316,18 @@ class Wisp:
         if self.state is State.STOPPED:
             raise RuntimeError("a stopped Wisp application cannot start again; make a new one")
         self.configure()
-        for plugin_name, result in self._each_result("wisp_services", app=self):
+        for plugin_name, result in self.pluginmanager.results("wisp_services", app=self):
             for service in result if isinstance(result, Sequence) else (result,):
                 self.services.add(service, plugin_name)
         await self.services.start_all()
         try:
-            await call_each(implementations(self.hook.wisp_startup), self)
+            for impl in self.pluginmanager.impls_in_call_order(self.hook.wisp_startup):
+                try:
+                    result = impl.function(*[{"app": self}[a] for a in impl.argnames])
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    raise self.pluginmanager.blame(impl.plugin_name, "wisp_startup", exc) from exc
         except BaseException:
             await self.services.stop_all()
             raise
@@ -495,6 +498,40 @@ class Wisp:
             finally:
                 _current.reset(token)
         return await self.invoke(ctx)
+
+    def handlers_for(self, event: str) -> Sequence[EventHandler]:
+        """The handlers of ``event``, lowest ``priority`` first."""
+        return self._handlers_by_event.get(event, ())
+
+    async def emit(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        raw: Any = None,
+    ) -> list[Outcome]:
+        """Run every handler of ``event`` in priority order, each in its own context.
+
+        A failing handler is logged with its request id and the others still
+        run.  Transports apply their own filters (bots, DMs) before calling.
+        """
+        outcomes = []
+        for handler in self._handlers_by_event.get(event, ()):
+            ctx = await self.make_context(
+                InvocationType.EVENT,
+                event,
+                target=handler,
+                raw=raw,
+                options=dict(payload or {}),
+                guild_id=guild_id,
+                channel_id=channel_id,
+                user_id=user_id,
+            )
+            outcomes.append(await self.invoke(ctx))
+        return outcomes
 
     async def decide(self, ctx: WispContext, capability: str) -> Decision:
         """Ask the policy hooks (scoped to ``ctx.target``); abstention grants."""

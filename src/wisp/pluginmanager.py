@@ -35,6 +35,7 @@ import pluggy
 from loguru import logger
 
 from wisp import hookspec
+from wisp.errors import PluginError
 from wisp.markers import PROJECT
 
 __all__ = ["Origin", "PluginFailure", "PluginInfo", "WispPluginManager"]
@@ -154,7 +155,7 @@ def _entry_points() -> list[_EntryPoint]:
     return out
 
 
-def _error_summary(exc: BaseException, path: Path | None = None) -> str:
+def error_summary(exc: BaseException, path: Path | None = None) -> str:
     """One line: the exception, and the file and line it came from."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
@@ -177,6 +178,7 @@ class WispPluginManager:
         self._infos: dict[str, PluginInfo] = {}
         self._blocked: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
+        self.tracing = False
         self._subset_cache: dict[tuple[str, frozenset[str]], pluggy.HookCaller] = {}
         self._pm.hook.wisp_addhooks.call_historic(kwargs={"pluginmanager": self})
         if trace:
@@ -266,7 +268,7 @@ class WispPluginManager:
                 self._pm.unregister(name=name)
             self.failures.append(
                 PluginFailure(
-                    name, origin, "register", _error_summary(exc, path), distribution, version, path
+                    name, origin, "register", error_summary(exc, path), distribution, version, path
                 )
             )
             return False
@@ -354,7 +356,7 @@ class WispPluginManager:
                     ep.name,
                     origin,
                     "import",
-                    f"entry point {ep.value!r}: {_error_summary(exc)}",
+                    f"entry point {ep.value!r}: {error_summary(exc)}",
                     ep.distribution,
                     ep.version,
                 )
@@ -374,7 +376,7 @@ class WispPluginManager:
         try:
             module = importlib.import_module(modname)
         except Exception as exc:
-            self.failures.append(PluginFailure(modname, origin, "import", _error_summary(exc)))
+            self.failures.append(PluginFailure(modname, origin, "import", error_summary(exc)))
             return
         self.register(module, modname, origin, path=_module_path(module))
 
@@ -427,7 +429,7 @@ class WispPluginManager:
         except Exception as exc:
             sys.modules.pop(modname, None)
             self.failures.append(
-                PluginFailure(name, origin, "import", _error_summary(exc, path), path=path)
+                PluginFailure(name, origin, "import", error_summary(exc, path), path=path)
             )
             return
         found = _module_path(module)
@@ -518,6 +520,33 @@ class WispPluginManager:
         """The implementations pluggy would call, first to last (wrappers excluded)."""
         return [i for i in reversed(caller.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
 
+    def results(self, hookname: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Call each implementation in call order; yield (plugin name, non-None result).
+
+        An exception becomes a :class:`PluginError` naming the plugin, its
+        distribution and the hook, so a crash in set-up says whose it is.
+        """
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hookname)
+        for impl in self.impls_in_call_order(caller):
+            start = time.perf_counter_ns()
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                raise self.blame(impl.plugin_name, hookname, exc) from exc
+            if self.tracing:
+                took = (time.perf_counter_ns() - start) / 1000
+                logger.debug("trace hook {} [{}] {:.1f}us", hookname, impl.plugin_name, took)
+            if result is not None:
+                yield impl.plugin_name, result
+
+    def blame(self, plugin_name: str, hookname: str, exc: BaseException) -> PluginError:
+        """A :class:`PluginError` saying which plugin's hook raised what."""
+        info = self._infos.get(plugin_name)
+        where = f" ({info.dist_label}, {info.origin.value})" if info is not None else ""
+        return PluginError(
+            f"plugin {plugin_name!r}{where} failed in {hookname}: {error_summary(exc)}"
+        )
+
     def hook_table(self) -> Iterator[tuple[str, list[pluggy.HookImpl]]]:
         """Every hook with at least one implementation, and its call order."""
         for hookname, caller in sorted(vars(self._pm.hook).items()):
@@ -573,6 +602,7 @@ class WispPluginManager:
             logger.debug("trace hook {} [{}] {:.1f}us", hook_name, names, took)
 
         self._pm.add_hookcall_monitoring(before, after)
+        self.tracing = True
 
 
 def _requires(plugin: object) -> tuple[str, ...]:

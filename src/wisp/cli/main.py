@@ -24,6 +24,8 @@ from wisp.logs import setup_logging
 
 __all__ = ["build_parser", "main"]
 
+LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("plugins and configuration")
@@ -56,7 +58,13 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="log every hook call with its duration (also WISP_TRACE=1)",
     )
-    g.add_argument("--log-level", metavar="LEVEL", help="override [wisp] log_level")
+    g.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=str.upper,
+        choices=LEVELS,
+        help="override [wisp] log_level: " + ", ".join(LEVELS),
+    )
 
 
 def _split_plugin_args(values: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -84,7 +92,12 @@ def make_app(ns: argparse.Namespace) -> Wisp:
 
 def _collect_commands(app: Wisp) -> dict[str, CliCommand]:
     commands = {c.name: c for c in BUILTIN_COMMANDS}
-    for plugin_name, result in app._each_result("wisp_cli_commands", app=app):
+    try:
+        found = list(app.pluginmanager.results("wisp_cli_commands", app=app))
+    except PluginError as exc:
+        logger.error("{}; its subcommands are missing", exc)
+        found = []
+    for plugin_name, result in found:
         for cmd in result:
             if not isinstance(cmd, CliCommand):
                 logger.error(
@@ -124,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _global_options(pre)
     ns, _ = pre.parse_known_args(argv)
     app = make_app(ns)
-    setup_logging(ns.log_level or app.config.core.log_level, app.config.core.log_format)
+    level = ns.log_level or app.config.core.log_level.upper()
+    if app.trace and LEVELS.index(level) > LEVELS.index("DEBUG"):
+        level = "DEBUG"  # trace lines are DEBUG records: asking for them means showing them
+    setup_logging(level, app.config.core.log_format)
     app.bootstrap()
     commands = _collect_commands(app)
     parser = build_parser(app, commands)
