@@ -184,3 +184,92 @@ def test_a_crashing_configure_hook_names_the_plugin(cli_project, capsys) -> None
         "plugin 'wispconf.py' (-, wispconf) failed in wisp_configure: KeyError: 'GUILD_ID'" in err
     )
     assert "wispconf.py, line 5" in err
+
+
+def test_global_options_may_follow_the_subcommand(cli_project, capsys) -> None:
+    assert main(["plugins", "-p", "no:accesslog"]) == 0
+    assert "blocked: accesslog (-p no:accesslog)" in capsys.readouterr().out
+
+
+def test_unhandled_errors_never_log_local_values(cli_project, wisp_exe) -> None:
+    cli_project.write(
+        "bot/leak.py",
+        """
+        import wisp
+
+        @wisp.command()
+        async def leak(ctx) -> str:
+            token = "hunter2-secret"
+            raise RuntimeError("boom " + str(len(token)))
+    """,
+    )
+    done = subprocess.run(
+        [wisp_exe, "call", "leak"], capture_output=True, text=True, timeout=60, cwd=cli_project.root
+    )
+    assert done.returncode == 1
+    assert "RuntimeError: boom 14" in done.stderr  # the traceback is logged...
+    assert "hunter2" not in done.stderr + done.stdout  # ...without local variables
+
+
+def test_command_files_may_not_implement_hooks(cli_project, capsys) -> None:
+    cli_project.write(
+        "bot/admin/wispconf.py",
+        """
+        import wisp
+
+        @wisp.hookimpl
+        def wisp_error_message(ctx, error):
+            return "admin says no"
+    """,
+    )
+    cli_project.write(
+        "bot/admin/kick.py",
+        """
+        import wisp
+
+        @wisp.command()
+        async def kick(ctx) -> str:
+            raise wisp.UserError("x")
+    """,
+    )
+    cli_project.write(
+        "bot/zzz.py",
+        """
+        import wisp
+
+        @wisp.hookimpl
+        def wisp_error_message(ctx, error):
+            return "a command file overriding everyone"
+    """,
+    )
+    assert main(["call", "kick"]) == 1
+    captured = capsys.readouterr()
+    assert "admin says no" in captured.err
+    assert main(["plugins"]) == 1
+    err = capsys.readouterr().err
+    assert "plugin 'bot/zzz.py'" in err
+    assert "move the hook implementation(s) wisp_error_message to a wispconf.py" in err
+
+
+def test_failures_are_logged_when_the_bot_runs(cli_project, capsys) -> None:
+    cli_project.write("bot/half.py", "import wisp\nraise ImportError('half-written')\n")
+    assert main(["call", "hello"]) == 0
+    assert "plugin 'bot/half.py'" in capsys.readouterr().err
+
+
+def test_plugin_registered_hook_sees_every_plugin(project) -> None:
+    import wisp
+
+    seen = []
+
+    class Watcher:
+        @wisp.hookimpl
+        def wisp_plugin_registered(self, plugin_name):
+            seen.append(plugin_name)
+
+    app = project.app(autoload=True)
+    app.register(Watcher(), "watcher")
+    app.bootstrap()
+    # historic: the watcher hears about itself and everything after it
+    assert seen[0] == "watcher"
+    assert {"accesslog", "basics"} <= set(seen)

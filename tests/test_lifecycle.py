@@ -154,7 +154,10 @@ async def test_stop_failures_are_logged_and_do_not_stop_the_rest(project, log_li
     await app.stop()
     assert trail == ["start db", "start web", "stop web", "stop db"]
     errors = [r["message"] for r in log_lines if r["level"] == "ERROR"]
-    assert any("wisp_shutdown" in m for m in errors)
+    assert any(
+        "plugin 'p' (-, api) failed in wisp_shutdown: RuntimeError: shutdown broke" in m
+        for m in errors
+    )
     assert any("service web (plugin p) failed to stop" in m for m in errors)
 
 

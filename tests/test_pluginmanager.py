@@ -269,3 +269,39 @@ def test_trace_logs_hook_calls_with_duration(project, log_lines) -> None:
     app.configure()
     traced = [r["message"] for r in log_lines if r["message"].startswith("trace hook")]
     assert any(m.startswith("trace hook wisp_configure [p]") and m.endswith("us") for m in traced)
+
+
+def test_wrappers_on_set_up_hooks_are_reported(project) -> None:
+    class Wrapper:
+        @wisp.hookimpl(wrapper=True)
+        def wisp_commands(self, app):
+            return (yield)
+
+    app = project.app()
+    app.register(Wrapper(), "wrapper")
+    app.bootstrap()
+    [failure] = app.pluginmanager.failures
+    assert "hook 'wisp_commands' does not take pluggy wrappers" in failure.message
+    assert "tryfirst/trylast" in failure.message
+
+
+def test_a_module_beside_wisp_toml_loads_with_p_once(project) -> None:
+    project.write(
+        "weather.py",
+        "import wisp\n\n@wisp.command()\nasync def forecast(ctx):\n    return 'rain'\n",
+    )
+    project.write("wisp.toml", '[wisp]\nplugins = ["weather"]\n')
+    app = project.app(plugins=["weather"]).configure()
+    assert app.pluginmanager.failures == []
+    assert app.pluginmanager.info("weather").origin is Origin.CMDLINE
+    assert "forecast" in app.commands
+
+
+def test_list_variables_take_json_too(project, monkeypatch) -> None:
+    monkeypatch.setenv("WISP_DISABLE_PLUGINS", '["accesslog", "basics"]')
+    app = project.app(autoload=True).configure()
+    assert not {"accesslog", "basics"} & set(names(app))
+    assert app.pluginmanager.blocked() == {
+        "accesslog": "WISP_DISABLE_PLUGINS",
+        "basics": "WISP_DISABLE_PLUGINS",
+    }

@@ -24,7 +24,7 @@ import attrs
 from loguru import logger
 
 from wisp.compiling import CompiledTarget, call_each, call_first, implementations
-from wisp.config import CONFIG_FILE, Config, ConfigSource, CoreConfig, find_rootdir
+from wisp.config import CONFIG_FILE, Config, ConfigSource, CoreConfig, env_list, find_rootdir
 from wisp.context import InvocationType, WispContext, _current
 from wisp.decisions import Decision
 from wisp.errors import ConfigError, PermissionDenied, PluginError, WispError
@@ -50,7 +50,12 @@ class State(enum.Enum):
 
 
 def _split(value: str | None) -> list[str]:
-    return [p.strip() for p in (value or "").split(",") if p.strip()]
+    """A list variable: comma-separated or a JSON array, as config parses it."""
+    try:
+        items = env_list(value or "")
+    except ValueError:
+        return []  # reported by the config loader, which reads the same variable
+    return [str(p).strip() for p in items if str(p).strip()]
 
 
 class Wisp:
@@ -138,6 +143,11 @@ class Wisp:
         requested = [(p, Origin.CMDLINE) for p in self._cmdline_plugins]
         requested += [(p, Origin.ENV) for p in env_plugins]
         requested += [(p, Origin.CONFIG) for p in core.plugins if p not in env_plugins]
+        if self._config_problems:
+            logger.warning(
+                "invalid configuration; plugins load with [wisp] defaults:\n  - {}",
+                "\n  - ".join(self._config_problems),
+            )
         self.pluginmanager.load(
             blocked=blocked,
             autoload=core.autoload,
@@ -160,6 +170,8 @@ class Wisp:
             return self
         pm = self.pluginmanager
         pm.check()  # again: plugins may have been registered after bootstrap
+        for failure in pm.failures:
+            logger.warning("{} (the other plugins still load)", failure.describe())
         if self.config.core.strict_plugins and pm.failures:
             raise PluginError(
                 "strict_plugins: plugins failed to load:\n"
@@ -267,7 +279,10 @@ class Wisp:
             caller = scoped("wisp_middleware")
             for impl in pm.impls_in_call_order(caller):
                 kwargs = {"app": self, "target": target}
-                result = impl.function(*[kwargs[a] for a in impl.argnames])
+                try:
+                    result = impl.function(*[kwargs[a] for a in impl.argnames])
+                except Exception as exc:
+                    raise pm.blame(impl.plugin_name, "wisp_middleware", exc) from exc
                 items = (
                     result
                     if isinstance(result, Sequence)
@@ -321,13 +336,7 @@ class Wisp:
                 self.services.add(service, plugin_name)
         await self.services.start_all()
         try:
-            for impl in self.pluginmanager.impls_in_call_order(self.hook.wisp_startup):
-                try:
-                    result = impl.function(*[{"app": self}[a] for a in impl.argnames])
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    raise self.pluginmanager.blame(impl.plugin_name, "wisp_startup", exc) from exc
+            await self._lifecycle_hook("wisp_startup", fatal=True)
         except BaseException:
             await self.services.stop_all()
             raise
@@ -344,17 +353,28 @@ class Wisp:
         if self.state is State.STOPPED:
             return
         if self.state is State.STARTED:
-            for impl in implementations(self.hook.wisp_shutdown):
-                try:
-                    result = impl(self)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("a wisp_shutdown implementation failed")
+            await self._lifecycle_hook("wisp_shutdown", fatal=False)
             await self.services.stop_all()
         if self.state in (State.STARTED, State.CONFIGURED):
-            self.hook.wisp_unconfigure(app=self)
+            await self._lifecycle_hook("wisp_unconfigure", fatal=False)
         self.state = State.STOPPED
+
+    async def _lifecycle_hook(self, hookname: str, *, fatal: bool) -> None:
+        """Call (and await) each implementation; a failure names its plugin.
+
+        ``fatal``: raise it; otherwise log it and go on with the others.
+        """
+        pm = self.pluginmanager
+        for impl in pm.impls_in_call_order(getattr(self.hook, hookname)):
+            try:
+                result = impl.function(*[{"app": self}[a] for a in impl.argnames])
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                error = pm.blame(impl.plugin_name, hookname, exc)
+                if fatal:
+                    raise error from exc
+                logger.opt(exception=exc).error("{}", error)
 
     async def __aenter__(self) -> Wisp:
         await self.start()

@@ -143,14 +143,22 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+def env_list(text: str) -> list[Any]:
+    """A list from one variable: a JSON array, or comma-separated items."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        value = json.loads(stripped)
+        if not isinstance(value, list):
+            raise ValueError("expected a JSON array")
+        return value
+    return [part.strip() for part in stripped.split(",") if part.strip()]
+
+
 def _from_env_text(text: str, tp: Any) -> Any:
     """Turn an environment string into the shape ``tp`` expects (lists, tables)."""
     origin = typing.get_origin(tp) or tp
     if origin in (list, tuple, set, frozenset):
-        stripped = text.strip()
-        if stripped.startswith("["):
-            return json.loads(stripped)
-        return [part.strip() for part in stripped.split(",") if part.strip()]
+        return env_list(text)
     if origin in (dict, Mapping) or attrs.has(tp):
         return json.loads(text)
     return text
@@ -281,13 +289,13 @@ class _Structurer:
             origin: str
             if env_name in self.source.env:
                 text = self.source.env[env_name]
-                origin = f"environment variable {env_name}"
+                origin = f"from environment variable {env_name}"
                 try:
                     given: Any = _from_env_text(text, tp)
                 except ValueError as exc:
                     problems.append(
                         f"{dotted}.{name}: expected {_type_name(tp)}, got {text!r}"
-                        f" ({exc}) (from {origin})"
+                        f" ({exc}) ({origin})"
                     )
                     continue
                 if field.metadata.get("env_invert"):
@@ -295,19 +303,21 @@ class _Structurer:
                         given = not self.conv.structure(given, bool)
                     except Exception:
                         problems.append(
-                            f"{dotted}.{name}: expected true or false, got {text!r} (from {origin})"
+                            f"{dotted}.{name}: expected true or false, got {text!r} ({origin})"
                         )
                         continue
                 if field.metadata.get("merge") and isinstance(raw.get(name), list):
                     # Both add up: the file's entries, then the environment's.
                     given = [*raw[name], *given]
-                    origin += f" and {self.source.where((self.section, *path))}"
+                    origin += f" and at {self.source.where((self.section, *path))}"
             elif name in raw:
                 given = raw[name]
                 origin = f"at {self.source.where((self.section, *path))}"
             else:
                 continue
-            shown = REDACTED if _is_secret(field) else given
+            shown: Any = given
+            if _is_secret(field):
+                shown = Hidden(type(given).__name__)
             if attrs.has(tp) and isinstance(given, Mapping):
                 value, sub = self.structure(tp, given, path)
                 problems.extend(sub)
@@ -343,6 +353,16 @@ class _Structurer:
             return cls(**values), []
         except (ValueError, TypeError) as exc:
             return None, [f"{dotted}: {exc}"]
+
+
+class Hidden:
+    """A secret's stand-in in error messages: its type, never its value."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"{REDACTED} (a {self.type_name})"
 
 
 def _why(exc: BaseException) -> str:

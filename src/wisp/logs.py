@@ -41,7 +41,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text", sink: Any = None) -> N
     install_context_patcher()
     logger.remove()
     target = sink if sink is not None else sys.stderr
+    # diagnose=False: loguru would otherwise print local variables (tokens,
+    # passwords) into every traceback.
     if fmt == "json":
-        logger.add(target, level=level.upper(), serialize=True)
+        logger.add(target, level=level.upper(), serialize=True, diagnose=False)
     else:
-        logger.add(target, level=level.upper(), format=TEXT_FORMAT, colorize=None)
+        logger.add(target, level=level.upper(), format=TEXT_FORMAT, colorize=None, diagnose=False)

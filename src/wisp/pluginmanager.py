@@ -7,11 +7,18 @@ is left out; every other plugin still loads.
 
 Call order: pluggy calls ``tryfirst`` implementations first, ``trylast`` last,
 and within each class the plugin registered *last* first.  Registration order
-never depends on how the environment lists entry points: kernel, then entry
-points sorted by name, then ``-p`` plugins in the order given, then
-``WISP_PLUGINS`` and ``[wisp] plugins``, then local files sorted by path (the
-project's ``wispconf.py`` first, deeper files later).  So a ``wispconf.py``
-overrides an installed plugin, and a deeper one overrides a shallower one.
+never depends on how the environment lists entry points: entry points sorted
+by name, then ``-p`` plugins in the order given, then ``WISP_PLUGINS``, then
+``[wisp] plugins``, then local files: the project's ``wispconf.py``, then each
+of ``[wisp] command_paths`` in the order listed, walked top-down (in each
+folder its ``wispconf.py``, then its command files by name, then its
+subfolders by name).  So a ``wispconf.py`` overrides an installed plugin, and a
+deeper one overrides a shallower one.
+
+Wisp calls kernel hooks one implementation at a time (to compile them into
+plain calls, or to name the plugin whose implementation failed), so pluggy
+wrappers are not supported on them: order with ``tryfirst``/``trylast``, wrap
+runtime work with middleware.
 """
 
 from __future__ import annotations
@@ -34,13 +41,13 @@ import importlib_metadata
 import pluggy
 from loguru import logger
 
-from wisp import hookspec
+from wisp import hookspecs
 from wisp.errors import PluginError
 from wisp.markers import PROJECT
 
 __all__ = ["Origin", "PluginFailure", "PluginInfo", "WispPluginManager"]
 
-#: Hooks compiled into plain calls or awaited: pluggy wrappers cannot wrap them.
+#: Hooks compiled into plain calls or awaited on every invocation or at start-up.
 RUNTIME_HOOKS = frozenset(
     {
         "wisp_make_context",
@@ -66,10 +73,15 @@ BUNDLED_DISTRIBUTION = "wisp-framework"
 WISPCONF = "wispconf.py"
 
 
+#: Every hook the kernel specifies.
+KERNEL_HOOKS = frozenset(
+    n for n in dir(hookspecs) if n.startswith("wisp_") and callable(getattr(hookspecs, n))
+)
+
+
 class Origin(enum.StrEnum):
     """Where a plugin came from."""
 
-    KERNEL = "kernel"
     BUNDLED = "bundled"
     THIRD_PARTY = "third-party"
     CMDLINE = "-p"
@@ -174,7 +186,7 @@ class WispPluginManager:
 
     def __init__(self, *, trace: bool = False) -> None:
         self._pm = pluggy.PluginManager(PROJECT)
-        self._pm.add_hookspecs(hookspec)
+        self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
         self._blocked: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
@@ -262,6 +274,9 @@ class WispPluginManager:
         self._infos[name] = info
         try:
             self._pm.register(plugin, name)
+            self._pm.hook.wisp_plugin_registered.call_historic(
+                kwargs={"plugin": plugin, "plugin_name": name, "manager": self}
+            )
         except Exception as exc:
             self._infos.pop(name, None)
             if self._pm.get_plugin(name) is not None:
@@ -309,8 +324,12 @@ class WispPluginManager:
         4. local files: ``wispconf.py`` in ``rootdir`` and, under each of
            ``command_paths``, every ``wispconf.py`` and command file.
 
-        Then every plugin is validated (:meth:`check`).
+        The project directory goes on ``sys.path`` first, so ``-p mymodule``
+        finds a module beside ``wisp.toml``.  Then every plugin is validated
+        (:meth:`check`).
         """
+        if rootdir is not None and str(rootdir.resolve()) not in sys.path:
+            sys.path.insert(0, str(rootdir.resolve()))
         for name, reason in blocked:
             self.block(name, reason)
         eps = _entry_points()
@@ -318,9 +337,11 @@ class WispPluginManager:
             for ep in eps:
                 self._load_entry_point(ep)
         by_name = {ep.name: ep for ep in eps}
+        tried: set[str] = set()
         for spec, origin in requested:
-            if spec in self._infos or self.is_blocked(spec):
+            if spec in self._infos or self.is_blocked(spec) or spec in tried:
                 continue
+            tried.add(spec)
             if spec in by_name:
                 self._load_entry_point(by_name[spec], origin)
             else:
@@ -446,10 +467,21 @@ class WispPluginManager:
             )
             return
         scope = path.parent if origin is Origin.WISPCONF else None
-        self.register(module, name, origin, path=path, scope=scope)
+        if not self.register(module, name, origin, path=path, scope=scope):
+            return
+        if origin is Origin.LOCAL and (hooks := self.hooks_of(name)):
+            # A command file's hooks would apply to every command, after every
+            # wispconf.py: hooks belong in a wispconf.py, which is scoped.
+            self._fail(
+                name,
+                "validate",
+                f"command files hold commands and event handlers; move the hook "
+                f"implementation(s) {', '.join(hooks)} to a wispconf.py "
+                f"(in {path.parent}) to scope them to this folder",
+            )
 
     def check(self) -> None:
-        """Validate every plugin: known hooks only, no wrappers on runtime hooks, requirements."""
+        """Validate every plugin: known hooks only, no wrappers on kernel hooks, requirements."""
         for hookname, caller in sorted(vars(self._pm.hook).items()):
             if not isinstance(caller, pluggy.HookCaller):
                 continue
@@ -460,19 +492,25 @@ class WispPluginManager:
                         for n, c in vars(self._pm.hook).items()
                         if isinstance(c, pluggy.HookCaller) and c.spec is not None
                     ]
-                    near = difflib.get_close_matches(hookname, known, n=1)
+                    near = difflib.get_close_matches(hookname, known, n=1, cutoff=0.85)
                     hint = (
                         f"; did you mean {near[0]!r}?"
                         if near
                         else " (mark it optionalhook=True if another plugin may add it)"
                     )
                     self._fail(impl.plugin_name, "validate", f"unknown hook {hookname!r}{hint}")
-                elif hookname in RUNTIME_HOOKS and (impl.wrapper or impl.hookwrapper):
+                elif hookname in KERNEL_HOOKS and (impl.wrapper or impl.hookwrapper):
+                    why = (
+                        "it is compiled into plain calls and pluggy wrappers cannot wrap "
+                        "coroutines: use middleware"
+                        if hookname in RUNTIME_HOOKS
+                        else "Wisp calls each implementation itself: order with "
+                        "tryfirst/trylast instead"
+                    )
                     self._fail(
                         impl.plugin_name,
                         "validate",
-                        f"hook {hookname!r} is awaited or compiled at start-up; pluggy "
-                        "wrappers cannot wrap coroutines: use middleware instead",
+                        f"hook {hookname!r} does not take pluggy wrappers; {why}",
                     )
         self._check_requirements()
 
@@ -598,6 +636,8 @@ class WispPluginManager:
             kwargs: Mapping[str, Any],
         ) -> None:
             took = (time.perf_counter_ns() - starts.pop()) / 1000
+            if not impls:
+                return
             names = ", ".join(i.plugin_name for i in reversed(impls))
             logger.debug("trace hook {} [{}] {:.1f}us", hook_name, names, took)
 

@@ -155,9 +155,10 @@ async def _call(app: Wisp, args: argparse.Namespace) -> int:
         known = ", ".join(sorted(app.commands)) or "none"
         print(f"wisp call: no command {args.name!r} (known: {known})", file=sys.stderr)
         return 2
-    outcome = await app.call(
-        args.name, options, guild_id=args.guild, channel_id=args.channel, user_id=args.user
-    )
+    async with app:  # services run only once the call is known to be valid
+        outcome = await app.call(
+            args.name, options, guild_id=args.guild, channel_id=args.channel, user_id=args.user
+        )
     if outcome.response is not None and outcome.response.content is not None:
         stream = sys.stdout if outcome.ok else sys.stderr
         print(outcome.response.content, file=stream)
@@ -188,8 +189,6 @@ BUILTIN_COMMANDS = (
         configure=False,
     ),
     CliCommand("config", "print the effective configuration (secrets redacted)", _config),
-    CliCommand(
-        "call", "run one command through the pipeline from the shell", _call, _call_args, start=True
-    ),
+    CliCommand("call", "run one command through the pipeline from the shell", _call, _call_args),
     CliCommand("run", "start every service and serve until SIGINT or SIGTERM", _run),
 )

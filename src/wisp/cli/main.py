@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,10 @@ LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("plugins and configuration")
+    _add_global_options(g)
+
+
+def _add_global_options(g: argparse._ActionsContainer) -> None:
     g.add_argument(
         "-p",
         dest="plugins",
@@ -120,10 +125,14 @@ def build_parser(app: Wisp, commands: dict[str, CliCommand]) -> argparse.Argumen
     )
     parser.add_argument("--version", action="version", version=f"wisp {__version__}")
     _global_options(parser)
+    # Global options are read before the subcommand is known; accept them after
+    # it too (their values were already taken, so the copies keep no default).
+    shared = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _add_global_options(shared.add_argument_group("plugins and configuration"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(commands):
         cmd = commands[name]
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help, parents=[shared])
         if cmd.add_arguments is not None:
             cmd.add_arguments(p)
         app.hook.wisp_cli_arguments(command=name, parser=p)
@@ -161,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 async def _run(app: Wisp, cmd: CliCommand, args: argparse.Namespace) -> int:
