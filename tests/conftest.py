@@ -34,6 +34,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     modules = set(sys.modules)
     path = list(sys.path)
     yield
+    # `wisp` CLI runs point loguru at the captured stderr of their test: reset.
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message), level="INFO")
     # Local command files and wispconf.py are imported by module name: forget them.
     for name in set(sys.modules) - modules:
         mod = sys.modules[name]

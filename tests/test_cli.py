@@ -129,7 +129,7 @@ def test_doctor_reports_bad_config_and_unhealthy_services(cli_project, capsys) -
         import wisp
 
         class Db(wisp.BaseService):
-            name = "db"
+            name = "weather_api"
 
             async def health(self):
                 return wisp.Health(False, "connection refused")
@@ -140,7 +140,7 @@ def test_doctor_reports_bad_config_and_unhealthy_services(cli_project, capsys) -
     """,
     )
     assert main(["doctor"]) == 1
-    assert "FAIL db (plugin wispconf.py): connection refused" in capsys.readouterr().out
+    assert "FAIL weather_api (plugin wispconf.py): connection refused" in capsys.readouterr().out
 
 
 def test_bad_config_exits_2_with_every_problem(cli_project, capsys) -> None:

@@ -177,22 +177,22 @@ def test_required_plugins_missing_or_blocked_are_named(project, site) -> None:
         "dep-wisp",
         "1.0",
         {
-            "storage": "storage_plugin",
+            "vault": "vault_plugin",
             "policy": "policy_plugin",
             "audit": "audit_plugin",
             "charts": "charts_plugin",
         },
         {
-            "storage_plugin": "import wisp\n",
-            "policy_plugin": "wisp_requires = ['storage']\n",
+            "vault_plugin": "import wisp\n",
+            "policy_plugin": "wisp_requires = ['vault']\n",
             "audit_plugin": "wisp_requires = ('policy',)\n",
             "charts_plugin": "wisp_requires = 'metrics'\n",
         },
     )
-    app = project.app(autoload=True, block=["storage"]).bootstrap()
+    app = project.app(autoload=True, block=["vault"]).bootstrap()
     failures = {f.name: f.message for f in app.pluginmanager.failures}
     assert failures["policy"] == (
-        "plugin 'policy' requires plugin 'storage', which is blocked (-p no:storage)"
+        "plugin 'policy' requires plugin 'vault', which is blocked (-p no:vault)"
     )
     assert failures["audit"] == "plugin 'audit' requires plugin 'policy', which failed to load"
     assert failures["charts"] == (
@@ -200,7 +200,7 @@ def test_required_plugins_missing_or_blocked_are_named(project, site) -> None:
     )
     app2 = project.app(autoload=True).bootstrap()
     assert [f.name for f in app2.pluginmanager.failures] == ["charts"]
-    assert {"storage", "policy", "audit"} <= set(names(app2))
+    assert {"vault", "policy", "audit"} <= set(names(app2))
 
 
 def test_order_does_not_depend_on_entry_point_scan_order(project, site) -> None:
@@ -227,14 +227,14 @@ def test_order_does_not_depend_on_entry_point_scan_order(project, site) -> None:
     order = [
         i.plugin_name for i in app.pluginmanager.impls_in_call_order(app.hook.wisp_config_sections)
     ]
-    # registered by name (aaa, accesslog, zzz); pluggy calls the last registered first
-    assert order == ["zzz", "accesslog", "aaa"]
+    # registered by name (aaa, accesslog, storage, zzz); pluggy calls the last registered first
+    assert order == ["zzz", "storage", "accesslog", "aaa"]
 
 
 def test_plugins_can_add_hookspecs_and_bad_implementations_are_dropped(project) -> None:
     class Specs:
         @wisp.hookspec
-        def wisp_storage_models(self, metadata):
+        def wisp_cache_backends(self, metadata):
             """Return models."""
 
     class Provider:
@@ -244,12 +244,12 @@ def test_plugins_can_add_hookspecs_and_bad_implementations_are_dropped(project) 
 
     class GoodUser:
         @wisp.hookimpl
-        def wisp_storage_models(self, metadata):
+        def wisp_cache_backends(self, metadata):
             return ["model"]
 
     class BadUser:
         @wisp.hookimpl
-        def wisp_storage_models(self, metadata, engine):
+        def wisp_cache_backends(self, metadata, engine):
             return ["bad"]
 
     app = project.app()
@@ -260,7 +260,7 @@ def test_plugins_can_add_hookspecs_and_bad_implementations_are_dropped(project) 
     app.bootstrap()
     assert [f.name for f in app.pluginmanager.failures] == ["bad"]
     assert "engine" in app.pluginmanager.failures[0].message
-    assert app.hook.wisp_storage_models(metadata=None) == [["model"]]
+    assert app.hook.wisp_cache_backends(metadata=None) == [["model"]]
 
 
 def test_trace_logs_hook_calls_with_duration(project, log_lines) -> None:

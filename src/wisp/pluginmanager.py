@@ -481,7 +481,10 @@ class WispPluginManager:
             )
 
     def check(self) -> None:
-        """Validate every plugin: known hooks only, no wrappers on kernel hooks, requirements."""
+        """Validate every plugin: requirements first (the root cause when a plugin a
+        dependent adds hooks for is blocked), then known hooks only and no wrappers
+        on kernel hooks."""
+        self._check_requirements()
         for hookname, caller in sorted(vars(self._pm.hook).items()):
             if not isinstance(caller, pluggy.HookCaller):
                 continue
@@ -512,7 +515,6 @@ class WispPluginManager:
                         "validate",
                         f"hook {hookname!r} does not take pluggy wrappers; {why}",
                     )
-        self._check_requirements()
 
     def _check_requirements(self) -> None:
         changed = True

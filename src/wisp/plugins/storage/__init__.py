@@ -1,0 +1,155 @@
+"""Storage: SQLAlchemy async, per-plugin Alembic branches, guild data, plugin state.
+
+Bundled plugin ``storage``; block it with ``-p no:storage``.  Services:
+``db`` (:class:`Database`), ``guild_data`` and ``plugin_state``.  Other
+plugins add tables with ``wisp_storage_models`` and export sections with
+``wisp_export_sections`` (see :mod:`wisp.plugins.storage.hookspecs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+import wisp
+from wisp.plugins.storage import hookspecs
+from wisp.plugins.storage.api import ExportSection, ModelSet, branch_name
+from wisp.plugins.storage.config import StorageConfig
+from wisp.plugins.storage.database import Database
+from wisp.plugins.storage.guilddata import GuildDataService
+from wisp.plugins.storage.migrations import Branch, MigrationError, Migrator
+from wisp.plugins.storage.models import CORE_MODELS
+from wisp.plugins.storage.pluginstate import PluginStateService
+
+if TYPE_CHECKING:
+    from wisp.pluginmanager import WispPluginManager
+
+HERE = Path(__file__).parent
+
+#: The branches (plugins with tables) found at configure time.
+branches_key = wisp.StashKey[list[Branch]]()
+#: The ``db`` service of this application.
+database_key = wisp.StashKey[Database]()
+
+
+@wisp.hookimpl
+def wisp_addhooks(pluginmanager: WispPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@wisp.hookimpl
+def wisp_config_sections() -> dict[str, type[Any]]:
+    return {"storage": StorageConfig}
+
+
+@wisp.hookimpl
+def wisp_storage_models() -> ModelSet:
+    return ModelSet(CORE_MODELS, HERE / "migrations", branch="storage")
+
+
+@wisp.hookimpl
+def wisp_configure(app: wisp.Wisp) -> None:
+    branches: list[Branch] = []
+    owners: dict[str, str] = {}
+    for plugin, models in app.pluginmanager.results("wisp_storage_models"):
+        if not isinstance(models, ModelSet):
+            raise wisp.PluginError(
+                f"plugin {plugin!r} returned {models!r} from wisp_storage_models; "
+                "expected wisp.plugins.storage.api.ModelSet"
+            )
+        tables = tuple(models.tables())
+        for table in tables:
+            if table.name in owners:
+                raise wisp.PluginError(
+                    f"table {table.name!r} is claimed by plugin {owners[table.name]!r} "
+                    f"and by plugin {plugin!r}"
+                )
+            owners[table.name] = plugin
+        label = models.branch or branch_name(plugin)
+        branches.append(Branch(plugin, label, Path(models.migrations), tables))
+    branches.sort(key=lambda b: b.label)
+    app.stash[branches_key] = branches
+    app.stash[database_key] = Database(app.config.section(StorageConfig), app.rootdir)
+
+
+def migrator(app: wisp.Wisp) -> Migrator:
+    """The migrator for this application's database and branches (no start needed)."""
+    branches: list[Branch] = app.stash[branches_key]
+    return Migrator(app.stash[database_key], branches)
+
+
+def _default_enabled(app: wisp.Wisp) -> Any:
+    def lookup(plugin: str) -> bool:
+        try:
+            module = app.pluginmanager.info(plugin).plugin
+        except KeyError:
+            return True
+        return bool(getattr(module, "wisp_default_enabled", True))
+
+    return lookup
+
+
+class _Migrations(wisp.BaseService):
+    """Refuses to start on pending migrations, or applies them where allowed."""
+
+    name = "migrations"
+    requires = ("db",)
+
+    def __init__(self, app: wisp.Wisp) -> None:
+        super().__init__()
+        self.app = app
+
+    async def start(self) -> None:
+        db = self.app.stash[database_key]
+        m = migrator(self.app)
+        pending = await m.pending()
+        if pending:
+            auto = db.config.auto_migrate
+            if auto is None:
+                auto = db.embedded
+            if not auto:
+                raise MigrationError(
+                    "pending migrations: "
+                    + "; ".join(s.describe() for s in pending)
+                    + "; run `wisp migrate` first"
+                )
+            logger.info(
+                "applying pending migrations to the embedded database: {}",
+                "; ".join(s.describe() for s in pending),
+            )
+            await m.upgrade()
+        await super().start()
+
+    async def health(self) -> wisp.Health:
+        pending = await migrator(self.app).pending()
+        if pending:
+            return wisp.Health(False, "pending: " + "; ".join(s.describe() for s in pending))
+        return wisp.Health(True, f"{len(migrator(self.app).branches)} branches at head")
+
+
+@wisp.hookimpl
+def wisp_services(app: wisp.Wisp) -> Sequence[wisp.Service]:
+    db = app.stash[database_key]
+    return [
+        db,
+        _Migrations(app),
+        GuildDataService(db),
+        PluginStateService(db, _default_enabled(app)),
+    ]
+
+
+@wisp.hookimpl
+def wisp_export_sections(app: wisp.Wisp) -> Sequence[ExportSection]:
+    from wisp.plugins.storage.transfer import core_sections
+
+    return core_sections()
+
+
+@wisp.hookimpl
+def wisp_cli_commands(app: wisp.Wisp) -> Sequence[wisp.CliCommand]:
+    from wisp.plugins.storage.cli import COMMANDS
+
+    return COMMANDS

@@ -1,0 +1,402 @@
+"""The storage plugin on SQLite and on PostgreSQL: the same tests on both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import wisp
+from wisp.cli.main import main
+from wisp.plugins import storage
+
+PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request, project):
+    """A database URL and schema for one test: a SQLite file, or a fresh PG schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{project.root / 'test.sqlite3'}", ""
+        return
+    if not PG_URL:
+        pytest.skip("WISP_TEST_DATABASE_URL is not set")
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        yield PG_URL, schema
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+def configure(project, database, extra: str = "", **kwargs) -> wisp.Wisp:
+    url, schema = database
+    project.write(
+        "wisp.toml",
+        f"""
+        [wisp]
+        autoload = false
+        plugins = ["storage"]
+
+        [storage]
+        url = "{url}"
+        schema = "{schema}"
+        {extra}
+    """,
+    )
+    return project.app(autoload=None, **kwargs)
+
+
+async def started(project, database, extra: str = "auto_migrate = true") -> wisp.Wisp:
+    app = configure(project, database, extra)
+    await app.start()
+    return app
+
+
+# -- migrations ---------------------------------------------------------------
+
+
+async def test_core_migrations_apply_and_match_the_models(project, database) -> None:
+    app = configure(project, database).configure()
+    m = storage.migrator(app)
+    [status] = await m.status()
+    assert (status.branch.label, status.current) == ("storage", None)
+    assert status.head is not None and status.pending
+    moved = await m.upgrade()
+    assert [s.branch.label for s in moved] == ["storage"]
+    [status] = await m.status()
+    assert status.current == status.head
+    # Alembic's autogenerate comparison: the models and the migrations agree.
+    assert await m.check() == []
+    assert await m.upgrade() == []
+
+
+async def test_start_refuses_pending_migrations_unless_embedded(project, database) -> None:
+    app = configure(project, database)
+    with pytest.raises(
+        wisp.PluginError,
+        match=r"service 'migrations' \(plugin 'storage'\) failed "
+        r"to start: MigrationError: pending migrations: storage: at base, head \w+; "
+        r"run `wisp migrate` first",
+    ):
+        await app.start()
+
+
+async def test_embedded_default_upgrades_itself_and_says_so(project, log_lines) -> None:
+    project.write("wisp.toml", '[wisp]\nautoload = false\nplugins = ["storage"]\n')
+    app = project.app(autoload=None)
+    async with app:
+        db = app.services.get("db")
+        assert db.embedded and db.url.endswith(f"{project.root}/wisp.sqlite3")
+        await app.services.get("guild_data").set(1, "x", "k", 1)
+        health = await app.services.health_all()
+        assert all(h.ok for h in health.values()), health
+    assert (project.root / "wisp.sqlite3").exists()
+    assert any(
+        "applying pending migrations to the embedded database" in r["message"] for r in log_lines
+    )
+
+
+def make_notes_plugin(site, uid: str) -> tuple[str, Path]:
+    """An installed third-party plugin owning one table, with an empty migrations folder."""
+    module = f"notes_{uid}"
+    root = site(
+        f"wisp-notes-{uid}",
+        "1.0",
+        {module: module},
+        {
+            module: f"""
+        from pathlib import Path
+
+        from sqlalchemy import BigInteger, String
+        from sqlalchemy.orm import Mapped, mapped_column
+
+        import wisp
+        from wisp.plugins.storage.api import JSONDocument, Model, ModelSet
+
+        wisp_requires = ["storage"]
+
+
+        class Note(Model):
+            __tablename__ = "{module}"
+
+            id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+            guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
+            text: Mapped[str] = mapped_column(String(500))
+            extra: Mapped[dict] = mapped_column(JSONDocument(), nullable=True)
+
+
+        @wisp.hookimpl
+        def wisp_storage_models():
+            return ModelSet([Note], Path(__file__).parent / "{module}_migrations",
+                            branch="{module}")
+    """
+        },
+    )
+    return module, root / f"{module}_migrations"
+
+
+async def test_a_plugin_adds_a_table_in_its_own_branch(project, database, site, capsys) -> None:
+    module, folder = make_notes_plugin(site, uuid.uuid4().hex[:8])
+    url, schema = database
+    project.write(
+        "wisp.toml",
+        f"""
+        [wisp]
+        autoload = false
+        plugins = ["storage", "{module}"]
+
+        [storage]
+        url = "{url}"
+        schema = "{schema}"
+    """,
+    )
+    os.chdir(project.root)
+    assert await asyncio.to_thread(main, ["migrate", "new", module, "-m", "notes table"]) == 1
+    assert "the database is behind; run `wisp migrate`" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["migrate"]) == 1
+    assert f"plugins with tables but no migrations: {module}" in capsys.readouterr().err
+
+    # Apply the core branch alone, then generate the plugin's first revision.
+    app = project.app(autoload=None, block=[module]).configure()
+    await storage.migrator(app).upgrade()
+    assert await asyncio.to_thread(main, ["migrate", "new", module, "-m", "notes table"]) == 0
+    [created] = folder.glob("*_notes_table.py")
+    text = created.read_text()
+    assert f"branch_labels: str | Sequence[str] | None = ('{module}',)" in text
+    assert "guild_configs" not in text  # only the plugin's own tables
+    assert "JSONDocument()" in text
+
+    assert await asyncio.to_thread(main, ["migrate"]) == 0
+    assert f"upgraded {module}: base ->" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["migrate", "status"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["storage"][-1] == "ok" and rows[module][-1] == "ok"
+    assert rows[module][2] == rows[module][3] == created.name.split("_")[0]
+    assert await asyncio.to_thread(main, ["migrate", "check"]) == 0
+
+    # The plugin's branch moves on its own.
+    assert await asyncio.to_thread(main, ["migrate", "downgrade", module, "base"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["migrate", "status"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows[module][2] == "-" and rows[module][-1] == "pending"
+    assert rows["storage"][-1] == "ok"
+
+
+async def test_check_fails_when_models_and_migrations_disagree(project, database, site) -> None:
+    module, folder = make_notes_plugin(site, uuid.uuid4().hex[:8])
+    folder.mkdir()
+    (folder / "0001_partial.py").write_text(f'''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001{module[-8:]}"
+down_revision = None
+branch_labels = ("{module}",)
+depends_on = None
+
+
+def upgrade():
+    op.create_table("{module}", sa.Column("id", sa.BigInteger(), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("{module}")
+''')
+    app = configure(project, database).configure()
+    app = project.app(autoload=None, plugins=[module]).configure()
+    m = storage.migrator(app)
+    await m.upgrade()
+    diffs = await m.check()
+    assert diffs and any("guild_id" in d for d in diffs) and any("text" in d for d in diffs)
+
+
+# -- guild data ---------------------------------------------------------------
+
+
+async def test_guild_data_is_namespaced_json(project, database) -> None:
+    app = await started(project, database)
+    try:
+        data = app.services.get("guild_data")
+        fun = data.namespace("fun")
+        await fun.set(1, "scores", {"ann": 3, "bo": [1, 2]})
+        await fun.set(1, "nothing", None)
+        await data.set(1, "admin", "scores", "other namespace")
+        await fun.set(2, "scores", 7)
+        assert await fun.get(1, "scores") == {"ann": 3, "bo": [1, 2]}
+        assert await fun.get(1, "nothing", default="absent") is None  # stored null
+        assert await fun.get(1, "missing", default="absent") == "absent"
+        assert await fun.get_all(1) == {"nothing": None, "scores": {"ann": 3, "bo": [1, 2]}}
+        assert await data.get(1, "admin", "scores") == "other namespace"
+        assert await fun.delete(1, "scores") is True
+        assert await fun.delete(1, "scores") is False
+        assert await fun.get_all(2) == {"scores": 7}
+    finally:
+        await app.stop()
+
+
+async def test_set_is_an_atomic_upsert_under_100_concurrent_writers(project, database) -> None:
+    app = await started(project, database)
+    try:
+        data = app.services.get("guild_data")
+        await asyncio.gather(*(data.set(9, "race", "same", i) for i in range(100)))
+        await asyncio.gather(*(data.set(9, "race", f"k{i}", i) for i in range(100)))
+        everything = await data.get_all(9, "race")
+        assert len(everything) == 101
+        assert everything["same"] in range(100)
+        assert all(everything[f"k{i}"] == i for i in range(100))
+    finally:
+        await app.stop()
+
+
+# -- plugin state -------------------------------------------------------------
+
+
+async def test_plugin_state_defaults_and_per_guild_switches(project, database, site) -> None:
+    site(
+        "wisp-quiet",
+        "1.0",
+        {"quiet": "quiet_plugin"},
+        {"quiet_plugin": "wisp_default_enabled = False\n"},
+    )
+    app = configure(project, database, "auto_migrate = true", plugins=["quiet"])
+    async with app:
+        states = app.services.get("plugin_state")
+        assert await states.is_enabled("quiet", 1) is False
+        assert await states.is_enabled("storage", 1) is True
+        await states.set_enabled("quiet", 1, True)
+        assert await states.is_enabled("quiet", 1) is True
+        assert await states.is_enabled("quiet", 2) is False
+        await states.mark_degraded("quiet", 1, "timeout talking to the API")
+        [status] = await states.list(1)
+        assert (status.plugin, status.enabled, status.degraded, status.last_error) == (
+            "quiet",
+            True,
+            True,
+            "timeout talking to the API",
+        )
+        await states.mark_degraded("quiet", 1, None)
+        assert (await states.get("quiet", 1)).degraded is False
+
+
+# -- export / import ----------------------------------------------------------
+
+
+async def fill(app: wisp.Wisp) -> None:
+    data = app.services.get("guild_data")
+    for guild in (1, 2):
+        await data.set(guild, "fun", "scores", {"ann": guild})
+        await data.set(guild, "fun", "motd", "héllo ✨")
+    await app.services.get("plugin_state").set_enabled("basics", 2, False)
+    async with app.services.get("db").transaction() as s:
+        from wisp.plugins.storage.models import GuildConfig
+
+        s.add(GuildConfig(guild_id=1, settings={"prefix": "!"}))
+
+
+async def test_export_wipe_import_export_is_identical(project, database, tmp_path) -> None:
+    from wisp.plugins.storage.transfer import export_document, import_document
+
+    app = await started(project, database)
+    try:
+        await fill(app)
+        first = await export_document(app)
+        assert [
+            len(first["sections"][k]) for k in ("guild_configs", "guild_data", "plugin_states")
+        ] == [1, 4, 1]
+        guild2 = await export_document(app, guild_id=2)
+        assert {r["guild_id"] for r in guild2["sections"]["guild_data"]} == {2}
+        # wipe: back to base and up again
+        m = storage.migrator(app)
+        await m.downgrade("storage", "base")
+        await m.upgrade()
+        assert (await export_document(app))["sections"]["guild_data"] == []
+        counts = await import_document(app, first)
+        assert counts == {"guild_configs": 1, "guild_data": 4, "plugin_states": 1}
+        assert json.dumps(await export_document(app), sort_keys=True) == json.dumps(
+            first, sort_keys=True
+        )
+        # a guild document replaces that guild only
+        await app.services.get("guild_data").set(2, "fun", "extra", 1)
+        await app.services.get("guild_data").set(1, "fun", "extra", 1)
+        await import_document(app, guild2)
+        after = await export_document(app)
+        keys = {(r["guild_id"], r["key"]) for r in after["sections"]["guild_data"]}
+        assert (2, "extra") not in keys and (1, "extra") in keys
+    finally:
+        await app.stop()
+
+
+async def test_a_corrupt_import_changes_nothing_and_names_every_problem(
+    project, database, tmp_path, capsys
+) -> None:
+    app = await started(project, database)
+    try:
+        await fill(app)
+    finally:
+        await app.stop()
+    os.chdir(project.root)
+    assert await asyncio.to_thread(main, ["export", "-o", str(tmp_path / "good.json")]) == 0
+    doc = json.loads((tmp_path / "good.json").read_text())
+    before = (tmp_path / "good.json").read_text()
+
+    doc["version"] = 99
+    doc["sections"]["guild_data"][0]["guild_id"] = "one"
+    doc["sections"]["guild_data"][1]["key"] = None
+    doc["sections"]["guild_data"][2]["colour"] = "red"
+    doc["sections"]["guild_data"].append(dict(doc["sections"]["guild_data"][3]))
+    doc["sections"]["plugin_states"][0]["enabled"] = "yes"
+    doc["sections"]["plugin_states"][0]["updated_at"] = "last tuesday"
+    doc["sections"]["mystery"] = []
+    doc["sections"]["guild_configs"] = [{"settings": {}}]
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["import", str(tmp_path / "bad.json")]) == 1
+    err = capsys.readouterr().err
+    for fragment in [
+        "nothing changed",
+        "$.version: this Wisp reads version 1, got 99",
+        "$.sections.guild_data[0].guild_id: expected an integer, got 'one'",
+        "$.sections.guild_data[1].key: must not be null",
+        "$.sections.guild_data[2].colour: unknown field",
+        "$.sections.guild_data[4]: same key as $.sections.guild_data[3]",
+        "$.sections.plugin_states[0].enabled: expected true or false, got 'yes'",
+        "$.sections.plugin_states[0].updated_at: not an ISO 8601 date-time: 'last tuesday'",
+        "$.sections.mystery: no loaded plugin reads this section",
+        "$.sections.guild_configs[0].guild_id: missing",
+    ]:
+        assert fragment in err, (fragment, err)
+    assert await asyncio.to_thread(main, ["export", "-o", str(tmp_path / "again.json")]) == 0
+    assert (tmp_path / "again.json").read_text() == before
+
+    (tmp_path / "garbage.json").write_text('{"format": "wisp-export",')
+    assert await asyncio.to_thread(main, ["import", str(tmp_path / "garbage.json")]) == 1
+    assert "$: not valid JSON" in capsys.readouterr().err
+
+    # --dry-run validates and writes nothing
+    good = json.loads(before)
+    good["sections"]["guild_data"] = []
+    (tmp_path / "empty.json").write_text(json.dumps(good))
+    assert await asyncio.to_thread(main, ["import", "--dry-run", str(tmp_path / "empty.json")]) == 0
+    assert "would import" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["export", "-o", str(tmp_path / "still.json")]) == 0
+    assert (tmp_path / "still.json").read_text() == before
+
+
+def test_blocking_storage_leaves_the_rest_working(project, site) -> None:
+    make_notes_plugin(site, "blocked1")
+    app = project.app(autoload=True, block=["storage"]).configure()
+    names = [p.name for p in app.pluginmanager.plugins()]
+    assert "storage" not in names and "basics" in names
+    [failure] = [f for f in app.pluginmanager.failures if f.name == "notes_blocked1"]
+    assert "requires plugin 'storage', which is blocked (-p no:storage)" in failure.message
