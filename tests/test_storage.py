@@ -400,3 +400,25 @@ def test_blocking_storage_leaves_the_rest_working(project, site) -> None:
     assert "storage" not in names and "basics" in names
     [failure] = [f for f in app.pluginmanager.failures if f.name == "notes_blocked1"]
     assert "requires plugin 'storage', which is blocked (-p no:storage)" in failure.message
+
+
+async def test_a_long_import_shows_progress(project, database, tmp_path, capsys) -> None:
+    rows = [{"guild_id": 3, "namespace": "bulk", "key": f"k{i:05d}", "value": i,
+             "updated_at": "2026-01-01T00:00:00+00:00"} for i in range(2500)]
+    doc = {"format": "wisp-export", "version": 1, "guild_id": 3,
+           "sections": {"guild_data": rows}}
+    (tmp_path / "bulk.json").write_text(json.dumps(doc))
+    app = await started(project, database)
+    await app.stop()
+    os.chdir(project.root)
+    assert await asyncio.to_thread(main, ["import", str(tmp_path / "bulk.json")]) == 0
+    captured = capsys.readouterr()
+    assert "imported guild_data: 2500" in captured.out
+    for line in ("guild_data: 1000/2500 rows", "guild_data: 2000/2500 rows",
+                 "guild_data: 2500/2500 rows"):
+        assert line in captured.err
+    assert await asyncio.to_thread(main, ["export", "--guild", "3", "-o",
+                                          str(tmp_path / "out.json")]) == 0
+    exported = json.loads((tmp_path / "out.json").read_text())
+    assert exported["sections"]["guild_data"] == rows
+    assert exported["sections"]["guild_configs"] == exported["sections"]["plugin_states"] == []

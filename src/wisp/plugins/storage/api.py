@@ -108,13 +108,16 @@ class ExportSection:
 
     ``dump(session, guild_id)`` returns JSON-ready rows (``guild_id`` ``None``
     means every guild), in a stable order; ``validate(rows, path)`` returns every
-    problem without touching the database; ``load(session, rows, guild_id)``
-    replaces what the document covers, inside the caller's transaction.
+    problem without touching the database; ``load(session, rows, guild_id,
+    loaded)`` replaces what the document covers, inside the caller's
+    transaction, calling ``loaded(n)`` as rows go in (for progress).
     ``after`` names sections that must load first (foreign keys).
     """
 
     name: str
     dump: Callable[[AsyncSession, int | None], Awaitable[list[dict[str, Any]]]]
     validate: Callable[[list[Any], str], list[SectionProblem]]
-    load: Callable[[AsyncSession, list[dict[str, Any]], int | None], Awaitable[None]]
+    load: Callable[
+        [AsyncSession, list[dict[str, Any]], int | None, Callable[[int], None]], Awaitable[None]
+    ]
     after: tuple[str, ...] = ()

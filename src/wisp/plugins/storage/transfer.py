@@ -181,14 +181,21 @@ def table_section(
                 pass  # an unhashable key value is already reported above
         return problems
 
-    async def load(session: AsyncSession, rows: list[dict[str, Any]], guild_id: int | None) -> None:
+    async def load(
+        session: AsyncSession,
+        rows: list[dict[str, Any]],
+        guild_id: int | None,
+        loaded: Callable[[int], None],
+    ) -> None:
         await session.execute(scoped(delete(table), guild_id))
         values = [
             {c.name: _from_json(c, row.get(c.name)) for c in columns if c.name in row}
             for row in rows
         ]
         for start in range(0, len(values), CHUNK):
-            await session.execute(insert(table), values[start : start + CHUNK])
+            chunk = values[start : start + CHUNK]
+            await session.execute(insert(table), chunk)
+            loaded(start + len(chunk))
 
     return ExportSection(section, dump, validate, load, after)
 
@@ -311,7 +318,10 @@ async def import_document(
     db: Database = app.services.get("db")
     async with db.transaction() as session:
         for name in counts:
-            await sections[name].load(session, body[name], doc.get("guild_id"))
-            if progress:
-                progress(name, counts[name], counts[name])
+
+            def loaded(done: int, name: str = name) -> None:
+                if progress:
+                    progress(name, done, counts[name])
+
+            await sections[name].load(session, body[name], doc.get("guild_id"), loaded)
     return counts
