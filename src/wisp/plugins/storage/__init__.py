@@ -124,10 +124,11 @@ class _Migrations(wisp.BaseService):
         await super().start()
 
     async def health(self) -> wisp.Health:
-        pending = await migrator(self.app).pending()
+        status = await migrator(self.app).status()
+        pending = [s for s in status if s.pending]
         if pending:
             return wisp.Health(False, "pending: " + "; ".join(s.describe() for s in pending))
-        return wisp.Health(True, f"{len(migrator(self.app).branches)} branches at head")
+        return wisp.Health(True, f"{len(status)} branch(es) at head")
 
 
 @wisp.hookimpl
