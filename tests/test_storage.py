@@ -101,7 +101,7 @@ async def test_embedded_default_upgrades_itself_and_says_so(project, log_lines) 
         assert all(h.ok for h in health.values()), health
     assert (project.root / "wisp.sqlite3").exists()
     assert any(
-        "applying pending migrations to the embedded database" in r["message"] for r in log_lines
+        "applying pending migrations (the embedded database)" in r["message"] for r in log_lines
     )
 
 
@@ -116,11 +116,12 @@ def make_notes_plugin(site, uid: str) -> tuple[str, Path]:
             module: f"""
         from pathlib import Path
 
-        from sqlalchemy import BigInteger, String
+        from sqlalchemy import BigInteger, Integer, String
         from sqlalchemy.orm import Mapped, mapped_column
 
         import wisp
         from wisp.plugins.storage.api import JSONDocument, Model, ModelSet
+        from wisp.plugins.storage.transfer import table_section
 
         wisp_requires = ["storage"]
 
@@ -128,7 +129,10 @@ def make_notes_plugin(site, uid: str) -> tuple[str, Path]:
         class Note(Model):
             __tablename__ = "{module}"
 
-            id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+            # SQLite numbers rows only for INTEGER PRIMARY KEY columns.
+            id: Mapped[int] = mapped_column(
+                BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+            )
             guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
             text: Mapped[str] = mapped_column(String(500))
             extra: Mapped[dict] = mapped_column(JSONDocument(), nullable=True)
@@ -138,6 +142,11 @@ def make_notes_plugin(site, uid: str) -> tuple[str, Path]:
         def wisp_storage_models():
             return ModelSet([Note], Path(__file__).parent / "{module}_migrations",
                             branch="{module}")
+
+
+        @wisp.hookimpl
+        def wisp_export_sections(app):
+            return [table_section(Note)]
     """
         },
     )
@@ -160,14 +169,17 @@ async def test_a_plugin_adds_a_table_in_its_own_branch(project, database, site, 
     """,
     )
     os.chdir(project.root)
+    app = project.app(autoload=None).configure()
+    with pytest.raises(wisp.PluginError, match=f"{module}: has tables but no migrations"):
+        await app.start()  # never start without the plugin's tables
     assert await asyncio.to_thread(main, ["migrate", "new", module, "-m", "notes table"]) == 1
     assert "the database is behind; run `wisp migrate`" in capsys.readouterr().err
+    # `wisp migrate` brings every branch it can up, then names the one it cannot.
     assert await asyncio.to_thread(main, ["migrate"]) == 1
-    assert f"plugins with tables but no migrations: {module}" in capsys.readouterr().err
-
-    # Apply the core branch alone, then generate the plugin's first revision.
-    app = project.app(autoload=None, block=[module]).configure()
-    await storage.migrator(app).upgrade()
+    assert (
+        f"upgraded storage; but plugins with tables but no migrations: {module}"
+        in capsys.readouterr().err
+    )
     assert await asyncio.to_thread(main, ["migrate", "new", module, "-m", "notes table"]) == 0
     [created] = folder.glob("*_notes_table.py")
     text = created.read_text()
@@ -183,14 +195,107 @@ async def test_a_plugin_adds_a_table_in_its_own_branch(project, database, site, 
     assert rows["storage"][-1] == "ok" and rows[module][-1] == "ok"
     assert rows[module][2] == rows[module][3] == created.name.split("_")[0]
     assert await asyncio.to_thread(main, ["migrate", "check"]) == 0
+    assert await asyncio.to_thread(main, ["migrate", "new", module, "-m", "nothing"]) == 0
+    assert "the models match the database; nothing written" in capsys.readouterr().out
+    assert list(folder.glob("*_nothing.py")) == []
+
+    # Export, wipe the plugin's branch, import: ids come back, and the
+    # database's own numbering carries on after them.
+    from wisp.plugins.storage.transfer import ImportRejected, export_document, import_document
+
+    app = project.app(autoload=None)
+    async with app:
+        note = app.pluginmanager.info(module).plugin.Note
+        async with app.services.get("db").transaction() as session:
+            session.add_all([note(guild_id=5, text="a"), note(guild_id=6, text="b")])
+        doc = await export_document(app)
+        m = storage.migrator(app)
+        await m.downgrade(module, "base")
+        await m.upgrade()
+        assert await import_document(app, doc) == {
+            "guild_configs": 0,
+            "guild_data": 0,
+            "plugin_states": 0,
+            module: 2,
+        }
+        async with app.services.get("db").transaction() as session:
+            session.add(note(guild_id=5, text="c"))  # no id given: must not collide
+        rows = (await export_document(app))["sections"][module]
+        assert [(r["id"], r["text"]) for r in rows] == [(1, "a"), (2, "b"), (3, "c")]
+        # A guild-5 document whose note id is taken by guild 6: the database
+        # refuses, the import is rejected whole and nothing changes.
+        clash = await export_document(app, guild_id=5)
+        clash["sections"][module][0]["id"] = 2
+        with pytest.raises(ImportRejected) as info:
+            await import_document(app, clash)
+        assert info.value.problems[0].startswith(
+            f"$.sections.{module}: the database refused the rows, so nothing was written"
+        )
+        assert (await export_document(app))["sections"][module] == rows
 
     # The plugin's branch moves on its own.
     assert await asyncio.to_thread(main, ["migrate", "downgrade", module, "base"]) == 0
     capsys.readouterr()
+    assert await asyncio.to_thread(main, ["migrate", "downgrade", module, "-1"]) == 1
+    assert f"{module} is already at base" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["migrate", "status"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows[module][2] == "-" and rows[module][-1] == "pending"
     assert rows["storage"][-1] == "ok"
+    assert await asyncio.to_thread(main, ["migrate"]) == 0
+    assert await asyncio.to_thread(main, ["migrate", "downgrade", module, "nope"]) == 1
+    assert f"downgrading {module} to 'nope'" in capsys.readouterr().err
+
+    # Uninstalled (blocked) while its revision is applied: a clear error.
+    assert await asyncio.to_thread(main, ["-p", f"no:{module}", "migrate", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "which no loaded plugin provides" in err and "downgrade its branch to base" in err
+
+
+async def test_a_failed_migration_applies_nothing(project, database, site) -> None:
+    module, folder = make_notes_plugin(site, uuid.uuid4().hex[:8])
+    folder.mkdir()
+    tag = module[-8:]
+    (folder / "a1.py").write_text(f'''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1{tag}"
+down_revision = None
+branch_labels = ("{module}",)
+
+
+def upgrade():
+    op.create_table("{module}", sa.Column("id", sa.BigInteger(), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("{module}")
+''')
+    (folder / "a2.py").write_text(f"""
+revision = "a2{tag}"
+down_revision = "a1{tag}"
+branch_labels = None
+
+
+def upgrade():
+    raise RuntimeError("half-written migration")
+
+
+def downgrade():
+    pass
+""")
+    configure(project, database)
+    app = project.app(autoload=None, plugins=[module]).configure()
+    m = storage.migrator(app)
+    with pytest.raises(
+        wisp.PluginError, match=f"upgrading {module} failed: RuntimeError: half-written migration"
+    ):
+        await m.upgrade()
+    status = {s.branch.label: s.current for s in await m.status()}
+    assert status[module] is None  # a1 was rolled back with a2
+    (folder / "a2.py").unlink()
+    assert module in [s.branch.label for s in await m.upgrade()]  # a1 applies cleanly now
 
 
 async def test_check_fails_when_models_and_migrations_disagree(project, database, site) -> None:
@@ -218,7 +323,9 @@ def downgrade():
     m = storage.migrator(app)
     await m.upgrade()
     diffs = await m.check()
-    assert diffs and any("guild_id" in d for d in diffs) and any("text" in d for d in diffs)
+    assert f"add_column {module}.guild_id" in diffs
+    assert f"add_column {module}.text" in diffs
+    assert f"add_index ix_{module}_guild_id on {module}" in diffs
 
 
 # -- guild data ---------------------------------------------------------------
@@ -403,10 +510,17 @@ def test_blocking_storage_leaves_the_rest_working(project, site) -> None:
 
 
 async def test_a_long_import_shows_progress(project, database, tmp_path, capsys) -> None:
-    rows = [{"guild_id": 3, "namespace": "bulk", "key": f"k{i:05d}", "value": i,
-             "updated_at": "2026-01-01T00:00:00+00:00"} for i in range(2500)]
-    doc = {"format": "wisp-export", "version": 1, "guild_id": 3,
-           "sections": {"guild_data": rows}}
+    rows = [
+        {
+            "guild_id": 3,
+            "namespace": "bulk",
+            "key": f"k{i:05d}",
+            "value": i,
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        }
+        for i in range(2500)
+    ]
+    doc = {"format": "wisp-export", "version": 1, "guild_id": 3, "sections": {"guild_data": rows}}
     (tmp_path / "bulk.json").write_text(json.dumps(doc))
     app = await started(project, database)
     await app.stop()
@@ -414,11 +528,73 @@ async def test_a_long_import_shows_progress(project, database, tmp_path, capsys)
     assert await asyncio.to_thread(main, ["import", str(tmp_path / "bulk.json")]) == 0
     captured = capsys.readouterr()
     assert "imported guild_data: 2500" in captured.out
-    for line in ("guild_data: 1000/2500 rows", "guild_data: 2000/2500 rows",
-                 "guild_data: 2500/2500 rows"):
+    for line in (
+        "guild_data: 1000/2500 rows",
+        "guild_data: 2000/2500 rows",
+        "guild_data: 2500/2500 rows",
+    ):
         assert line in captured.err
-    assert await asyncio.to_thread(main, ["export", "--guild", "3", "-o",
-                                          str(tmp_path / "out.json")]) == 0
+    assert (
+        await asyncio.to_thread(main, ["export", "--guild", "3", "-o", str(tmp_path / "out.json")])
+        == 0
+    )
     exported = json.loads((tmp_path / "out.json").read_text())
     assert exported["sections"]["guild_data"] == rows
     assert exported["sections"]["guild_configs"] == exported["sections"]["plugin_states"] == []
+
+
+async def test_guild_documents_never_touch_global_sections(project, database) -> None:
+    from wisp.plugins.storage.models import GuildConfig
+    from wisp.plugins.storage.transfer import (
+        ImportRejected,
+        export_document,
+        import_document,
+        table_section,
+    )
+
+    class Global:
+        @wisp.hookimpl
+        def wisp_export_sections(self):
+            return [table_section(GuildConfig, name="all_configs", guild_column=None)]
+
+    app = configure(project, database, "auto_migrate = true")
+    app.register(Global(), "global")
+    async with app:
+        await fill(app)
+        doc = await export_document(app, guild_id=5)
+        assert doc["sections"]["all_configs"] == []
+        await import_document(app, doc)
+        assert len((await export_document(app))["sections"]["all_configs"]) == 1
+        # Rows may leave out defaulted columns, each row its own way.
+        doc["sections"]["guild_data"] = [
+            {"guild_id": 5, "namespace": "n", "key": "a", "value": 1},
+            {
+                "guild_id": 5,
+                "namespace": "n",
+                "key": "b",
+                "value": 2,
+                "updated_at": "2026-01-01T00:00:00+00:00",
+            },
+        ]
+        doc["sections"]["all_configs"] = [{"guild_id": 5, "settings": {}}]
+        with pytest.raises(ImportRejected) as info:
+            await import_document(app, doc)
+        assert info.value.problems == [
+            "$.sections.all_configs: a global section cannot be imported from a guild "
+            "document; import a full export instead"
+        ]
+        doc["sections"]["all_configs"] = []
+        await import_document(app, doc)
+        assert await app.services.get("guild_data").get_all(5, "n") == {"a": 1, "b": 2}
+
+
+def test_relative_sqlite_paths_mean_the_project_directory(project, monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WISP_STORAGE__URL", "sqlite+aiosqlite:///data/bot.db")
+    app = project.app(plugins=["storage"]).configure()
+    db = app.stash[storage.database_key]
+    assert db.url == f"sqlite+aiosqlite:///{project.root / 'data' / 'bot.db'}"
+    assert not db.embedded
+    monkeypatch.setenv("WISP_DATABASE_URL", "sqlite+aiosqlite:///other.db")
+    app = project.app(plugins=["storage"]).configure()
+    assert app.stash[storage.database_key].url.endswith("/proj/other.db")  # the alias wins

@@ -284,8 +284,10 @@ class _Structurer:
                 if value is not None:
                     values[field.alias or name] = value
                 continue
-            env_name = field.metadata.get("env") if not keys else None
-            env_name = env_name or self.source.env_name(self.section, path)
+            # A documented alias (WISP_DATABASE_URL) wins over the generic name.
+            alias = field.metadata.get("env") if not keys else None
+            generic = self.source.env_name(self.section, path)
+            env_name = alias if alias and alias in self.source.env else generic
             origin: str
             if env_name in self.source.env:
                 text = self.source.env[env_name]

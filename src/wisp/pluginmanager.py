@@ -128,12 +128,10 @@ class PluginFailure:
         where = (
             f"{self.distribution} {self.version or ''}".strip()
             if self.distribution
-            else (str(self.path) if self.path else self.origin.value)
+            else (str(self.path) if self.path else None)
         )
-        return (
-            f"plugin {self.name!r} ({where}, {self.origin.value}) failed at {self.stage}: "
-            f"{self.message}"
-        )
+        label = f"{where}, {self.origin.value}" if where else self.origin.value
+        return f"plugin {self.name!r} ({label}) failed at {self.stage}: {self.message}"
 
 
 @attrs.frozen

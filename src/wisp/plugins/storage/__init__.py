@@ -116,8 +116,10 @@ class _Migrations(wisp.BaseService):
                     + "; ".join(s.describe() for s in pending)
                     + "; run `wisp migrate` first"
                 )
+            why = "the embedded database" if db.embedded else "auto_migrate is on"
             logger.info(
-                "applying pending migrations to the embedded database: {}",
+                "applying pending migrations ({}): {}",
+                why,
                 "; ".join(s.describe() for s in pending),
             )
             await m.upgrade()

@@ -108,7 +108,8 @@ class ExportSection:
 
     ``dump(session, guild_id)`` returns JSON-ready rows (``guild_id`` ``None``
     means every guild), in a stable order; ``validate(rows, path)`` returns every
-    problem without touching the database; ``load(session, rows, guild_id,
+    problem without touching the database (``guild_id`` is the document's:
+    rows of other guilds are problems); ``load(session, rows, guild_id,
     loaded)`` replaces what the document covers, inside the caller's
     transaction, calling ``loaded(n)`` as rows go in (for progress).
     ``after`` names sections that must load first (foreign keys).
@@ -116,7 +117,7 @@ class ExportSection:
 
     name: str
     dump: Callable[[AsyncSession, int | None], Awaitable[list[dict[str, Any]]]]
-    validate: Callable[[list[Any], str], list[SectionProblem]]
+    validate: Callable[[list[Any], str, int | None], list[SectionProblem]]
     load: Callable[
         [AsyncSession, list[dict[str, Any]], int | None, Callable[[int], None]], Awaitable[None]
     ]

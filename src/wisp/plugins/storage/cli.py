@@ -56,7 +56,10 @@ async def _migrate(app: wisp.Wisp, args: argparse.Namespace) -> int:
             return 0
         if action == "new":
             path = await m.new(args.plugin, args.message)
-            print(f"created {path}")
+            if path is None:
+                print(f"{args.plugin}: the models match the database; nothing written")
+            else:
+                print(f"created {path}")
             return 0
         moved = await m.upgrade()
         if not moved:

@@ -38,7 +38,11 @@ class Database(wisp.BaseService):
         super().__init__()
         self.config = config
         self.embedded = not config.url
-        self.url = config.url or f"sqlite+aiosqlite:///{rootdir / EMBEDDED_FILE}"
+        url = make_url(config.url or f"sqlite+aiosqlite:///{rootdir / EMBEDDED_FILE}")
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            # A relative SQLite path means the project directory, not the shell's.
+            url = url.set(database=str((rootdir / url.database).resolve()))
+        self.url = url.render_as_string(hide_password=False)
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
@@ -60,6 +64,10 @@ class Database(wisp.BaseService):
     def make_engine(self) -> AsyncEngine:
         """Build the engine (not connected yet); the CLI uses it without starting."""
         cfg = self.config
+        if self.dialect == "sqlite":
+            path = make_url(self.url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"echo": cfg.echo, "pool_pre_ping": True}
         connect_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
@@ -78,6 +86,9 @@ class Database(wisp.BaseService):
 
             @event.listens_for(engine.sync_engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+                # The driver would otherwise open transactions itself, and not
+                # before DDL: take over, so a failed migration rolls back whole.
+                dbapi_conn.isolation_level = None
                 cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
@@ -85,13 +96,13 @@ class Database(wisp.BaseService):
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
 
+            @event.listens_for(engine.sync_engine, "begin")
+            def _sqlite_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN")
+
         return engine
 
     async def start(self) -> None:
-        if self.dialect == "sqlite":
-            path = make_url(self.url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._engine = self.make_engine()
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         try:

@@ -65,7 +65,8 @@ class BranchStatus:
 
     @property
     def pending(self) -> bool:
-        return self.current != self.head
+        """Not at head, or tables without any migration to create them."""
+        return self.head is None or self.current != self.head
 
     def describe(self) -> str:
         if self.head is None:
@@ -116,7 +117,7 @@ class Migrator:
     def script(self) -> ScriptDirectory:
         return ScriptDirectory.from_config(self._config(None))
 
-    async def _run(self, work: Callable[[Connection], T]) -> T:
+    async def _run(self, work: Callable[[Connection], T], action: str) -> T:
         """Run Alembic work on one connection, in one transaction (rolled back on error)."""
         engine = self.db.make_engine() if self.db._engine is None else self.db.engine
         try:
@@ -125,11 +126,9 @@ class Migrator:
         except MigrationError:
             raise
         except CommandError as exc:
-            raise MigrationError(str(exc)) from exc
+            raise MigrationError(f"{action}: {exc}") from exc
         except Exception as exc:
-            raise MigrationError(
-                f"migration failed, nothing applied: {error_summary(exc)}"
-            ) from exc
+            raise MigrationError(f"{action} failed: {error_summary(exc)}") from exc
         finally:
             if engine is not self.db._engine:
                 await engine.dispose()
@@ -137,19 +136,32 @@ class Migrator:
     # -- what users run ---------------------------------------------------------
 
     async def status(self) -> list[BranchStatus]:
-        """Each branch's current revision in the database and its head."""
+        """Each branch's current revision in the database and its head.
+
+        A revision in the database that no loaded plugin knows (its plugin was
+        blocked or uninstalled) is an error: Alembic could not move past it.
+        """
         script = self.script()
 
         def read(conn: Connection) -> set[str]:
             opts = {"version_table_schema": self.db.config.schema or None}
             return set(MigrationContext.configure(conn, opts=opts).get_current_heads())
 
-        current = await self._run(read)
+        current = await self._run(read, "reading the migration status")
         out = []
+        known: set[str] = set()
         for b in self.branches:
             head, members = self._branch_revisions(script, b)
+            known |= members
             mine = [r for r in current if r in members]
             out.append(BranchStatus(b, mine[0] if mine else None, head))
+        unknown = current - known
+        if unknown:
+            raise MigrationError(
+                f"the database is at revision(s) {', '.join(sorted(unknown))}, which no loaded "
+                "plugin provides: load the plugin that owns them again (it may be blocked), or "
+                "downgrade its branch to base before removing it"
+            )
         return out
 
     def _branch_revisions(self, script: ScriptDirectory, b: Branch) -> tuple[str | None, set[str]]:
@@ -169,70 +181,92 @@ class Migrator:
         return [s for s in await self.status() if s.pending]
 
     async def upgrade(self) -> list[BranchStatus]:
-        """Upgrade every branch to its head; return the branches that moved."""
+        """Upgrade every branch that has migrations to its head; return those that moved.
+
+        Branches with tables but no migrations are reported afterwards, so the
+        others are up to date and ``wisp migrate new`` can run.
+        """
         before = await self.status()
+        movable = [s for s in before if s.pending and s.head is not None]
+        for s in movable:
+            target = f"{s.branch.label}@head"
+
+            def up(conn: Connection, target: str = target) -> None:
+                command.upgrade(self._config(conn), target)
+
+            await self._run(up, f"upgrading {s.branch.label}")
         missing = [s for s in before if s.head is None]
         if missing:
+            done = "; ".join(f"upgraded {s.branch.label}" for s in movable)
             raise MigrationError(
-                "plugins with tables but no migrations: "
+                (f"{done}; but " if done else "")
+                + "plugins with tables but no migrations: "
                 + ", ".join(s.branch.label for s in missing)
                 + "; create them with `wisp migrate new PLUGIN -m MESSAGE`"
             )
-        if not any(s.pending for s in before):
-            return []
-
-        def up(conn: Connection) -> None:
-            command.upgrade(self._config(conn), "heads")
-
-        await self._run(up)
-        return [s for s in before if s.pending]
+        return movable
 
     async def downgrade(self, plugin: str, revision: str) -> None:
         """Move one plugin's branch down to ``revision`` (an id, ``base`` or ``-N``)."""
         b = self.branch(plugin)
-        spec = f"{b.label}@{revision}"
+        [status] = [s for s in await self.status() if s.branch == b]
+        if status.head is None:
+            raise MigrationError(f"{b.label} has no migrations to downgrade")
+        if status.current is None:
+            raise MigrationError(f"{b.label} is already at base")
 
         def down(conn: Connection) -> None:
-            command.downgrade(self._config(conn), spec)
+            command.downgrade(self._config(conn), f"{b.label}@{revision}")
 
         try:
-            await self._run(down)
-        except CommandError as exc:
-            raise MigrationError(f"cannot downgrade {b.label} to {revision!r}: {exc}") from None
+            await self._run(down, f"downgrading {b.label} to {revision!r}")
+        except MigrationError as exc:
+            if isinstance(exc.__cause__, AssertionError):  # Alembic: below base
+                raise MigrationError(
+                    f"cannot downgrade {b.label} by {revision}: it has fewer revisions applied"
+                ) from None
+            raise
 
-    async def new(self, plugin: str, message: str) -> Path:
-        """Autogenerate a revision from the plugin's models into its own folder."""
+    async def new(self, plugin: str, message: str) -> Path | None:
+        """Autogenerate a revision from the plugin's models into its own folder.
+
+        Returns ``None`` (and writes nothing) when the models match the database.
+        """
         b = self.branch(plugin)
-        b.directory.mkdir(parents=True, exist_ok=True)
         pending = [s for s in await self.status() if s.pending and s.head is not None]
         if pending:
             raise MigrationError(
                 "the database is behind; run `wisp migrate` before generating: "
                 + "; ".join(s.describe() for s in pending)
             )
-        script = self.script()
-        head, _ = self._branch_revisions(script, b)
+        b.directory.mkdir(parents=True, exist_ok=True)
+        head, _ = self._branch_revisions(self.script(), b)
+        empty: list[bool] = []
+
+        def skip_if_empty(context: Any, revision: Any, directives: list[Any]) -> None:
+            if directives and directives[0].upgrade_ops.is_empty():
+                directives[:] = []
+                empty.append(True)
 
         def generate(conn: Connection) -> Any:
             cfg = self._config(conn, only=b)
-            if head is None:
-                return command.revision(
-                    cfg,
-                    message=message,
-                    autogenerate=True,
-                    head="base",
-                    branch_label=b.label,
-                    version_path=str(b.directory),
-                )
+            where: dict[str, Any] = (
+                {"head": "base", "branch_label": b.label}
+                if head is None
+                else {"head": f"{b.label}@head"}
+            )
             return command.revision(
                 cfg,
                 message=message,
                 autogenerate=True,
-                head=f"{b.label}@head",
                 version_path=str(b.directory),
+                process_revision_directives=skip_if_empty,
+                **where,
             )
 
-        result = await self._run(generate)
+        result = await self._run(generate, f"generating a revision for {b.label}")
+        if empty or result is None:
+            return None
         return Path(result.path)
 
     async def check(self) -> list[str]:
@@ -248,7 +282,25 @@ class Migrator:
             try:
                 command.check(self._config(conn))
             except AutogenerateDiffsDetected as exc:
-                return [line for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
+                return [describe_diff(d) for d in exc.diffs]
             return []
 
-        return await self._run(diff)
+        return await self._run(diff, "comparing models and migrations")
+
+
+def describe_diff(diff: Any) -> str:
+    """One line for one Alembic autogenerate difference."""
+    if isinstance(diff, list):  # column modifications come grouped
+        return "; ".join(describe_diff(d) for d in diff)
+    kind, *rest = diff
+    if kind in ("add_table", "remove_table"):
+        return f"{kind} {rest[0].name}"
+    if kind in ("add_column", "remove_column"):
+        return f"{kind} {rest[1]}.{rest[2].name}"
+    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint"):
+        obj = rest[0]
+        return f"{kind} {obj.name} on {obj.table.name}"
+    if kind.startswith("modify_"):
+        _, table, column, _, old, new = rest
+        return f"{kind} {table}.{column}: {old!r} -> {new!r}"
+    return " ".join(str(x) for x in diff)

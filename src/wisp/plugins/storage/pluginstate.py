@@ -44,6 +44,10 @@ class PluginStateService(wisp.BaseService):
         self.default_enabled = default_enabled
         self._cache: dict[tuple[str, int], bool] = {}
 
+    def invalidate(self) -> None:
+        """Forget cached switches (after an import wrote plugin_states directly)."""
+        self._cache.clear()
+
     async def is_enabled(self, plugin: str, guild_id: int) -> bool:
         key = (plugin, guild_id)
         cached = self._cache.get(key)

@@ -30,7 +30,9 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 import wisp
 from wisp.plugins.storage.api import ExportSection, JSONDocument, Model, SectionProblem
@@ -128,12 +130,14 @@ def table_section(
     """An export section that dumps and replaces one table, checked by column type.
 
     ``guild_column`` scopes the section to one guild on ``--guild`` exports;
-    ``None`` makes it global (left out of per-guild exports).
+    ``None`` makes it global: left out of per-guild exports, and never touched
+    by a per-guild import.
     """
     table: Table = model if isinstance(model, Table) else model.__table__  # type: ignore[assignment]
     section = name or table.name
     columns = list(table.columns)
     pk = list(table.primary_key.columns)
+    serial = table.autoincrement_column  # may be left out: the database numbers it
 
     def scoped(stmt: Any, guild_id: int | None) -> Any:
         if guild_id is not None and guild_column is not None:
@@ -146,8 +150,16 @@ def table_section(
         result = await session.execute(scoped(select(table).order_by(*pk), guild_id))
         return [{c.name: _to_json(row[c.name]) for c in columns} for row in result.mappings()]
 
-    def validate(rows: list[Any], path: str) -> list[SectionProblem]:
+    def validate(rows: list[Any], path: str, guild_id: int | None) -> list[SectionProblem]:
         problems: list[SectionProblem] = []
+        if guild_id is not None and guild_column is None and rows:
+            return [
+                SectionProblem(
+                    path,
+                    "a global section cannot be imported from a guild "
+                    "document; import a full export instead",
+                )
+            ]
         seen: dict[tuple[Any, ...], int] = {}
         names = {c.name for c in columns}
         for i, row in enumerate(rows):
@@ -159,12 +171,20 @@ def table_section(
                 problems.append(SectionProblem(f"{where}.{key}", "unknown field"))
             for c in columns:
                 if c.name not in row:
-                    if not c.nullable and c.default is None and c.server_default is None:
+                    optional = c.nullable or c.default is not None or c.server_default is not None
+                    if not optional and c is not serial:
                         problems.append(SectionProblem(f"{where}.{c.name}", "missing"))
                     continue
                 why = _check(c, row[c.name])
                 if why:
                     problems.append(SectionProblem(f"{where}.{c.name}", why))
+                elif c.name == guild_column and guild_id is not None and row[c.name] != guild_id:
+                    problems.append(
+                        SectionProblem(
+                            f"{where}.{c.name}",
+                            f"{row[c.name]!r} is not the document's guild {guild_id}",
+                        )
+                    )
             key = tuple(row.get(c.name) for c in pk)
             try:
                 if key in seen:
@@ -187,15 +207,34 @@ def table_section(
         guild_id: int | None,
         loaded: Callable[[int], None],
     ) -> None:
+        if guild_id is not None and guild_column is None:
+            return  # a guild document never replaces a global table
         await session.execute(scoped(delete(table), guild_id))
-        values = [
-            {c.name: _from_json(c, row.get(c.name)) for c in columns if c.name in row}
-            for row in rows
-        ]
-        for start in range(0, len(values), CHUNK):
-            chunk = values[start : start + CHUNK]
-            await session.execute(insert(table), chunk)
-            loaded(start + len(chunk))
+        done = 0
+        # Rows may leave out different defaulted columns: insert alike rows together.
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for row in rows:
+            value = {c.name: _from_json(c, row[c.name]) for c in columns if c.name in row}
+            groups.setdefault(frozenset(value), []).append(value)
+        for values in groups.values():
+            for start in range(0, len(values), CHUNK):
+                chunk = values[start : start + CHUNK]
+                await session.execute(insert(table), chunk)
+                done += len(chunk)
+                loaded(done)
+        if (
+            serial is not None
+            and session.bind is not None
+            and session.bind.dialect.name == "postgresql"
+        ):
+            # Rows came with their ids: move the sequence past them.
+            await session.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence(:t, :c), "
+                    f"COALESCE((SELECT MAX({serial.name}) FROM {table.name}), 0) + 1, false)"
+                ),
+                {"t": table.name, "c": serial.name},
+            )
 
     return ExportSection(section, dump, validate, load, after)
 
@@ -292,14 +331,7 @@ def validate_document(doc: Any, sections: Mapping[str, ExportSection]) -> list[s
         if not isinstance(rows, list):
             problems.append(f"{path}: expected a list of rows, got {type(rows).__name__}")
             continue
-        problems.extend(str(p) for p in sections[name].validate(rows, path))
-        if guild_id is not None:
-            for i, row in enumerate(rows):
-                if isinstance(row, dict) and "guild_id" in row and row["guild_id"] != guild_id:
-                    problems.append(
-                        f"{path}[{i}].guild_id: {row['guild_id']!r} is not the "
-                        f"document's guild {guild_id}"
-                    )
+        problems.extend(str(p) for p in sections[name].validate(rows, path, guild_id))
     return problems
 
 
@@ -316,12 +348,25 @@ async def import_document(
     if dry_run:
         return counts
     db: Database = app.services.get("db")
-    async with db.transaction() as session:
-        for name in counts:
+    current = ""
+    try:
+        async with db.transaction() as session:
+            for name in counts:
+                current = name
 
-            def loaded(done: int, name: str = name) -> None:
-                if progress:
-                    progress(name, done, counts[name])
+                def loaded(done: int, name: str = name) -> None:
+                    if progress:
+                        progress(name, done, counts[name])
 
-            await sections[name].load(session, body[name], doc.get("guild_id"), loaded)
+                await sections[name].load(session, body[name], doc.get("guild_id"), loaded)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ImportRejected(
+            [
+                f"$.sections.{current}: the database refused the rows, so nothing was written: "
+                f"{reason}"
+            ]
+        ) from exc
+    if "plugin_state" in app.services:
+        app.services.get("plugin_state").invalidate()  # rows changed under its cache
     return counts
