@@ -51,7 +51,7 @@ def test_help_lists_builtin_and_plugin_commands(cli_project, capsys) -> None:
         @wisp.hookimpl
         def wisp_cli_arguments(command, parser):
             if command == "run":
-                parser.add_argument("--offline", action="store_true")
+                parser.add_argument("--dry-run-greeting", action="store_true")
     """,
     )
     with pytest.raises(SystemExit) as info:
@@ -64,7 +64,7 @@ def test_help_lists_builtin_and_plugin_commands(cli_project, capsys) -> None:
     assert capsys.readouterr().out == "greeted bob\n"
     with pytest.raises(SystemExit):
         main(["run", "--help"])
-    assert "--offline" in capsys.readouterr().out
+    assert "--dry-run-greeting" in capsys.readouterr().out
 
 
 def test_plugins_lists_name_distribution_origin_and_hooks(cli_project, capsys) -> None:

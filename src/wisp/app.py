@@ -532,14 +532,16 @@ class Wisp:
         channel_id: int | None = None,
         user_id: int | None = None,
         raw: Any = None,
+        handlers: Sequence[EventHandler] | None = None,
     ) -> list[Outcome]:
         """Run every handler of ``event`` in priority order, each in its own context.
 
         A failing handler is logged with its request id and the others still
-        run.  Transports apply their own filters (bots, DMs) before calling.
+        run.  Transports filter first (bots, DMs, per-guild switches) and pass
+        the ``handlers`` that remain.
         """
         outcomes = []
-        for handler in self._handlers_by_event.get(event, ()):
+        for handler in self._handlers_by_event.get(event, ()) if handlers is None else handlers:
             ctx = await self.make_context(
                 InvocationType.EVENT,
                 event,

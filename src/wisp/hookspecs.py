@@ -366,6 +366,22 @@ def wisp_cli_commands(app: Wisp) -> Sequence[CliCommand] | None:
     """
 
 
+@hookspec(firstresult=True)
+async def wisp_run(app: Wisp, args: argparse.Namespace) -> int | None:
+    """Run the application for ``wisp run``, or return ``None`` to let others.
+
+    The kernel's fallback starts every service and serves until SIGINT or
+    SIGTERM.  A transport takes over when its options ask for it (the Discord
+    plugin's ``--offline`` console, say).  May be ``async``; return the exit
+    code.
+
+    :param app: The configured (not started) application.
+    :param args: The parsed ``wisp run`` arguments, plugins' options included.
+
+    firstresult.  ``wispconf.py`` files: all.
+    """
+
+
 @hookspec
 def wisp_cli_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     """Add arguments to an existing subcommand, such as ``run``.

@@ -56,6 +56,7 @@ RUNTIME_HOOKS = frozenset(
         "wisp_error_message",
         "wisp_startup",
         "wisp_shutdown",
+        "wisp_run",
     }
 )
 #: Hooks a nested ``wispconf.py`` receives only for targets under its directory.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wisp.cli.commands import CliCommand
 from wisp.errors import ConfigError, PluginError
@@ -169,6 +170,17 @@ async def _call(app: Wisp, args: argparse.Namespace) -> int:
 
 
 async def _run(app: Wisp, args: argparse.Namespace) -> int:
+    pm = app.pluginmanager
+    for impl in pm.impls_in_call_order(app.hook.wisp_run):
+        kwargs = {"app": app, "args": args}
+        try:
+            result: Any = impl.function(*[kwargs[a] for a in impl.argnames])
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            raise pm.blame(impl.plugin_name, "wisp_run", exc) from exc
+        if result is not None:
+            return int(result)
     await app.serve()
     return 0
 

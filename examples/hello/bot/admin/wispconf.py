@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import wisp
 
+#: User ids allowed to moderate from the command line (`wisp call --user 1 purge`).
 ADMINS = {1}
+
+
+def _is_owner(ctx: wisp.WispContext) -> bool:
+    guild: Any = getattr(ctx.raw, "guild", None)
+    return guild is not None and guild.owner_id == ctx.user_id
 
 
 @wisp.hookimpl
 def wisp_policy_decide(ctx: wisp.WispContext, capability: str) -> wisp.Decision | None:
     if capability.startswith("moderation."):
-        if ctx.user_id in ADMINS:
-            return wisp.Decision.allow("listed in bot/admin/wispconf.py")
+        if ctx.user_id in ADMINS or _is_owner(ctx):
+            return wisp.Decision.allow("an admin, per bot/admin/wispconf.py")
         return wisp.Decision.deny("admins only")
     return None
 

@@ -1,0 +1,85 @@
+"""Discord: a discord.py bot whose slash commands, prefix commands and events run
+through Wisp.  Bundled plugin ``discord``; block it with ``-p no:discord``.
+
+``wisp run`` connects with ``[discord] token`` (or ``DISCORD_TOKEN``);
+``wisp run --offline`` runs the same bot against a local fake Discord
+(:mod:`wisp.plugins.discord.fake`) with a console, and ``--script FILE``
+replays a file of console lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import wisp
+from wisp.plugins.discord.config import DiscordConfig
+
+if TYPE_CHECKING:
+    from wisp.plugins.discord.bot import DiscordService
+
+#: The bot service, once ``wisp run`` (or a test) asked for one.
+service_key = wisp.StashKey["DiscordService"]()
+
+
+@wisp.hookimpl
+def wisp_config_sections() -> dict[str, type[Any]]:
+    return {"discord": DiscordConfig}
+
+
+@wisp.hookimpl
+def wisp_services(app: wisp.Wisp) -> Sequence[wisp.Service]:
+    # Only a run (online or offline) connects: `wisp call`, `wisp doctor` and
+    # friends never need Discord.
+    service = app.stash.get(service_key, None)
+    return [service] if service is not None else []
+
+
+@wisp.hookimpl
+def wisp_cli_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    if command == "run":
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="run against a local fake Discord, with a console",
+        )
+        parser.add_argument(
+            "--script",
+            metavar="FILE",
+            help="with --offline: replay FILE's lines, print the transcript, exit non-zero on "
+            "an error",
+        )
+
+
+def enable(app: wisp.Wisp, *, offline: bool) -> DiscordService:
+    """Make ``app.start()`` connect a bot (used by ``wisp run`` and the test fixtures)."""
+    from wisp.plugins.discord.bot import DiscordService
+
+    service = DiscordService(app, app.config.section(DiscordConfig), offline=offline)
+    app.stash[service_key] = service
+    return service
+
+
+@wisp.hookimpl
+async def wisp_run(app: wisp.Wisp, args: argparse.Namespace) -> int | None:
+    offline = bool(getattr(args, "offline", False))
+    script = getattr(args, "script", None)
+    if script and not offline:
+        print("wisp run: --script needs --offline", file=sys.stderr)
+        return 2
+    if offline:
+        from wisp.plugins.discord.offline import run_console
+
+        return await run_console(app, script=script)
+    if not app.config.section(DiscordConfig).token:
+        print(
+            "wisp run: no Discord token: set [discord] token or DISCORD_TOKEN, "
+            "or try the bot offline with `wisp run --offline`",
+            file=sys.stderr,
+        )
+        return 2
+    enable(app, offline=False)
+    await app.serve()
+    return 0

@@ -1,0 +1,452 @@
+"""The ``discord`` service: a discord.py bot whose commands and events run through Wisp.
+
+Slash commands, prefix commands and events all become Wisp invocations
+(``app.call`` / the event router), so they share the compiled pipeline,
+contexts, error messages and logs.  The bot owns one application-command set,
+synced only when its hash changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from loguru import logger
+
+import wisp
+from wisp.context import InvocationType
+from wisp.plugins.discord.appcommands import commands_payload, payload_hash, read_invocation
+from wisp.plugins.discord.config import DiscordConfig
+from wisp.plugins.discord.router import EventRouter
+from wisp.responses import Outcome, Response
+from wisp.targets import Choice
+
+__all__ = ["DiscordService"]
+
+OutcomeListener = Callable[[str, Any, Outcome], Any]
+
+
+class _WispTree(app_commands.CommandTree):
+    """discord.py's tree, told to leave Wisp's commands alone."""
+
+    def __init__(self, client: discord.Client, service: DiscordService) -> None:
+        super().__init__(client)
+        self.service = service
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        data: Any = interaction.data or {}
+        return data.get("name") not in self.service.roots
+
+
+class DiscordService(wisp.BaseService):
+    """Builds the bot, connects it, and turns Discord traffic into Wisp invocations."""
+
+    name = "discord"
+
+    def __init__(self, app: wisp.Wisp, config: DiscordConfig, *, offline: bool = False) -> None:
+        super().__init__()
+        self.app = app
+        self.config = config
+        self.offline = offline
+        self.router = EventRouter(app, config)
+        self.bot: commands.Bot | commands.AutoShardedBot | None = None
+        self.roots: frozenset[str] = frozenset()
+        self.listeners: list[OutcomeListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self.synced: list[dict[str, Any]] | None = None
+        # Ids of messages and interactions fully handled, for drivers that wait.
+        self._handled: OrderedDict[int, None] = OrderedDict()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+
+    # -- building ---------------------------------------------------------------
+
+    def intents(self) -> discord.Intents:
+        intents = discord.Intents.none()
+        for name in self.config.intents:
+            setattr(intents, name, True)
+        return intents
+
+    def build(self) -> commands.Bot | commands.AutoShardedBot:
+        cfg = self.config
+        kwargs: dict[str, Any] = {
+            "command_prefix": commands.when_mentioned,
+            "intents": self.intents(),
+            "help_command": None,
+            "tree_cls": lambda client: _WispTree(client, self),
+        }
+        bot: commands.Bot | commands.AutoShardedBot
+        if self.offline:
+            # The fake sends every guild at once: no need to wait for more.
+            kwargs["guild_ready_timeout"] = 0.1
+        if cfg.shard_count is not None:
+            if cfg.shard_ids is not None:
+                kwargs["shard_ids"] = cfg.shard_ids
+            bot = commands.AutoShardedBot(shard_count=cfg.shard_count, **kwargs)
+        else:
+            bot = commands.Bot(**kwargs)
+        if self.offline:
+
+            async def identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
+                return None  # Discord's 5s identify spacing means nothing to the fake
+
+            bot.before_identify_hook = identify_at_once  # type: ignore[method-assign]
+        bot.add_listener(self.on_interaction, "on_interaction")
+        bot.add_listener(self.on_message, "on_message")
+        for discord_event, (wisp_event, shape) in EVENTS.items():
+            bot.add_listener(self._router_for(wisp_event, shape), discord_event)
+        return bot
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        token = self.config.token or ("offline" if self.offline else "")
+        if not token:
+            raise wisp.ExternalServiceError(
+                detail="no Discord token: set [discord] token or DISCORD_TOKEN, "
+                "or run offline with `wisp run --offline`"
+            )
+        self.roots = frozenset(name.split(" ")[0] for name in self.app.commands)
+        payload = commands_payload(self.app.commands.values())  # bad names fail here
+        self.bot = bot = self.build()
+        await bot.login(token)
+        ready = asyncio.Event()
+        bot.add_listener(_set_on_ready(ready), "on_ready")
+        self._task = asyncio.create_task(bot.connect(reconnect=not self.offline))
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait(
+            {self._task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            waiter.cancel()
+            error = self._task.exception() if self._task in done else None
+            await self.stop()
+            raise wisp.ExternalServiceError(detail=f"Discord did not get ready: {error!r}")
+        assert bot.user is not None
+        self.router.bot_user_id = bot.user.id
+        logger.info("connected to Discord as {} ({} guilds)", bot.user, len(bot.guilds))
+        await self.sync(payload)
+        await super().start()
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._task
+        self._task = None
+        await super().stop()
+
+    async def health(self) -> wisp.Health:
+        bot = self.bot
+        if bot is None or bot.is_closed() or not bot.is_ready():
+            return wisp.Health(False, "not connected")
+        return wisp.Health(
+            True,
+            f"connected as {bot.user}, {len(bot.guilds)} guilds, "
+            f"latency {bot.latency * 1000:.0f}ms",
+        )
+
+    # -- command sync -----------------------------------------------------------
+
+    def _hash_file(self, scope: str) -> Path:
+        assert self.bot is not None
+        assert self.bot.application_id is not None
+        return self.app.rootdir / ".wisp" / f"discord-commands-{self.bot.application_id}-{scope}"
+
+    async def sync(
+        self,
+        payload: list[dict[str, Any]] | None = None,
+        *,
+        force: bool = False,
+        guild_id: int | None = None,
+    ) -> bool:
+        """Upload the command set unless it is unchanged since the last sync here."""
+        assert self.bot is not None
+        assert self.bot.application_id is not None
+        payload = payload if payload is not None else commands_payload(self.app.commands.values())
+        guild_id = guild_id if guild_id is not None else self.config.sync_guild
+        scope = f"guild-{guild_id}" if guild_id else "global"
+        digest = payload_hash(payload)
+        marker = self._hash_file(scope)
+        if (
+            not force
+            and not self.offline
+            and marker.exists()
+            and marker.read_text().strip() == digest
+        ):
+            logger.debug("slash commands unchanged ({}); not syncing", scope)
+            return False
+        http = self.bot.http
+        app_id = self.bot.application_id
+        if guild_id:
+            await http.bulk_upsert_guild_commands(app_id, guild_id, payload)
+        else:
+            await http.bulk_upsert_global_commands(app_id, payload)
+        self.synced = payload
+        if not self.offline:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(digest + "\n")
+        logger.info("synced {} slash command(s) ({})", len(payload), scope)
+        return True
+
+    # -- slash commands -----------------------------------------------------------
+
+    def _mark_handled(self, item_id: int) -> None:
+        self._handled[item_id] = None
+        if len(self._handled) > 10_000:
+            self._handled.popitem(last=False)
+        waiter = self._waiters.pop(item_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_handled(self, item_id: int, timeout: float = 10.0) -> None:
+        """Wait until the message or interaction ``item_id`` has been fully handled."""
+        if item_id in self._handled:
+            return
+        waiter = self._waiters.setdefault(item_id, asyncio.get_running_loop().create_future())
+        async with asyncio.timeout(timeout):
+            await waiter
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        try:
+            await self._interaction(interaction)
+        finally:
+            self._mark_handled(interaction.id)
+
+    async def _interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type not in (
+            discord.InteractionType.application_command,
+            discord.InteractionType.autocomplete,
+        ):
+            return
+        data: Any = interaction.data or {}
+        name, raw, focused = read_invocation(data)
+        command = self.app.commands.get(name)
+        if command is None:
+            return
+        ids = {
+            "guild_id": interaction.guild_id,
+            "channel_id": interaction.channel_id,
+            "user_id": interaction.user.id,
+        }
+        if interaction.type is discord.InteractionType.autocomplete:
+            await self._autocomplete(interaction, command, raw, focused, ids)
+            return
+        deferral = asyncio.create_task(self._defer_later(interaction))
+        try:
+            outcome = await self.app.call(
+                name, raw, invocation_type=InvocationType.SLASH, raw=interaction, **ids
+            )
+        finally:
+            deferral.cancel()
+        await self._notify("slash", interaction, outcome)
+        await self._reply_interaction(interaction, outcome.response)
+
+    async def _defer_later(self, interaction: discord.Interaction) -> None:
+        await asyncio.sleep(self.config.defer_after)
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+
+    async def _autocomplete(
+        self,
+        interaction: discord.Interaction,
+        command: wisp.Command,
+        raw: dict[str, Any],
+        focused: str | None,
+        ids: dict[str, Any],
+    ) -> None:
+        param = command.param(focused) if focused else None
+        if param is None or param.autocomplete is None:
+            return
+        ctx = await self.app.make_context(
+            InvocationType.SLASH,
+            command.name,
+            target=command,
+            options=dict(raw),
+            raw=interaction,
+            **ids,
+        )
+        try:
+            found = await param.autocomplete(ctx, str(raw.get(param.name) or ""))
+        except Exception:
+            ctx.logger.exception("autocomplete for {}.{} failed", command.name, param.name)
+            found = []
+        choices = [c if isinstance(c, Choice) else Choice(str(c), str(c)) for c in found][:25]
+        await interaction.response.autocomplete(
+            [app_commands.Choice(name=c.name, value=c.value) for c in choices]
+        )
+
+    async def _reply_interaction(
+        self, interaction: discord.Interaction, response: Response | None
+    ) -> None:
+        if response is None:
+            return
+        kwargs = _message_kwargs(response)
+        if interaction.response.is_done():
+            await interaction.followup.send(ephemeral=response.ephemeral, **kwargs)
+        else:
+            await interaction.response.send_message(ephemeral=response.ephemeral, **kwargs)
+
+    # -- prefix commands and message events ---------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        try:
+            await self._message(message)
+        finally:
+            self._mark_handled(message.id)
+
+    async def _message(self, message: discord.Message) -> None:
+        if (
+            self.bot is not None
+            and self.bot.user is not None
+            and message.author.id == self.bot.user.id
+        ):
+            return  # never react to our own messages
+        prefix = self.config.prefix
+        if prefix and message.content.startswith(prefix) and not message.author.bot:
+            handled = await self._prefix_command(message, message.content[len(prefix) :])
+            if handled:
+                return
+        await self.router.route(
+            "message",
+            {"message": message},
+            guild_id=message.guild.id if message.guild else None,
+            channel_id=message.channel.id,
+            actor=message.author,
+            fingerprint=("message", message.channel.id, message.author.id, message.content),
+        )
+
+    async def _prefix_command(self, message: discord.Message, text: str) -> bool:
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            await message.channel.send(f"I could not read that command: {exc}.")
+            return True
+        for n in (3, 2, 1):
+            name = " ".join(words[:n])
+            if len(words) >= n and name in self.app.commands:
+                break
+        else:
+            return False
+        command = self.app.commands[name]
+        raw: dict[str, Any] = {}
+        positional = [p.name for p in command.params]
+        for word in words[n:]:
+            key, sep, value = word.partition("=")
+            if sep and command.param(key) is not None:
+                raw[key] = value
+            elif positional:
+                while positional and positional[0] in raw:
+                    positional.pop(0)
+                if not positional:
+                    raw.setdefault("\0extra", word)
+                    continue
+                raw[positional.pop(0)] = word
+            else:
+                raw.setdefault("\0extra", word)
+        if "\0extra" in raw:
+            extra = raw.pop("\0extra")
+            await message.channel.send(f"`{name}` takes no more arguments (got `{extra}`).")
+            return True
+        outcome = await self.app.call(
+            name,
+            raw,
+            invocation_type=InvocationType.PREFIX,
+            raw=message,
+            guild_id=message.guild.id if message.guild else None,
+            channel_id=message.channel.id,
+            user_id=message.author.id,
+        )
+        await self._notify("prefix", message, outcome)
+        if outcome.response is not None:
+            await message.channel.send(**_message_kwargs(outcome.response))
+        return True
+
+    # -- events -----------------------------------------------------------------
+
+    def _router_for(
+        self, event: str, shape: Callable[..., tuple[dict[str, Any], Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, None]]:
+        async def listener(*args: Any) -> None:
+            payload, guild, actor = shape(*args)
+            channel = getattr(args[-1], "channel", None)
+            await self.router.route(
+                event,
+                payload,
+                guild_id=guild.id if guild is not None else None,
+                channel_id=getattr(channel, "id", None),
+                actor=actor,
+            )
+
+        listener.__name__ = f"wisp_{event}"
+        return listener
+
+    async def _notify(self, kind: str, raw: Any, outcome: Outcome) -> None:
+        for listener in self.listeners:
+            result = listener(kind, raw, outcome)
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def _set_on_ready(event: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def on_ready() -> None:
+        event.set()
+
+    return on_ready
+
+
+def _message_kwargs(response: Response) -> dict[str, Any]:
+    out: dict[str, Any] = {"content": response.content}
+    if response.embed is not None:
+        out["embed"] = response.embed
+    if response.view is not None:
+        out["view"] = response.view
+    return out
+
+
+def _member_guild(member: Any) -> Any:
+    return getattr(member, "guild", None)
+
+
+#: discord.py event -> (Wisp event, (args) -> (payload, guild, actor)).
+EVENTS: dict[str, tuple[str, Callable[..., tuple[dict[str, Any], Any, Any]]]] = {
+    "on_message_edit": (
+        "message_edit",
+        lambda before, after: ({"before": before, "after": after}, after.guild, after.author),
+    ),
+    "on_message_delete": (
+        "message_delete",
+        lambda message: ({"message": message}, message.guild, message.author),
+    ),
+    "on_member_join": ("member_join", lambda member: ({"member": member}, member.guild, member)),
+    "on_member_remove": (
+        "member_remove",
+        lambda member: ({"member": member}, member.guild, member),
+    ),
+    "on_member_update": (
+        "member_update",
+        lambda before, after: ({"before": before, "after": after}, after.guild, after),
+    ),
+    "on_reaction_add": (
+        "reaction_add",
+        lambda reaction, user: ({"reaction": reaction, "user": user}, reaction.message.guild, user),
+    ),
+    "on_reaction_remove": (
+        "reaction_remove",
+        lambda reaction, user: ({"reaction": reaction, "user": user}, reaction.message.guild, user),
+    ),
+    "on_guild_join": ("guild_join", lambda guild: ({"guild": guild}, guild, None)),
+    "on_guild_remove": ("guild_remove", lambda guild: ({"guild": guild}, guild, None)),
+    "on_guild_update": (
+        "guild_update",
+        lambda before, after: ({"before": before, "after": after}, after, None),
+    ),
+}

@@ -1,0 +1,296 @@
+"""The Discord plugin through the real discord.py stack, against the offline fake."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import wisp
+from wisp.plugins.discord.appcommands import commands_payload
+from wisp.plugins.discord.fake import (
+    FakeDiscord,
+    FakeGuild,
+    FakeMember,
+    FakeUser,
+    guild_id_for_shard,
+)
+from wisp.plugins.discord.offline import offline_guild
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEN: list[str] = []
+
+
+async def _colours(ctx, current: str):
+    return [c for c in ("red", "green", "blue", "grey") if c.startswith(current)]
+
+
+@wisp.command(description="Roll a die.")
+async def roll(ctx, sides: int = 6) -> str:
+    if sides < 2:
+        raise wisp.UserError("A die needs at least 2 sides.")
+    return f"rolled d{sides} for {ctx.user_id} in {ctx.guild_id} via {ctx.invocation_type}"
+
+
+@wisp.command(description="Whisper.")
+async def secret(ctx) -> wisp.Response:
+    return wisp.Response("only you can see this", ephemeral=True)
+
+
+@wisp.command(
+    name="config colour pick",
+    params=[wisp.Param("colour", wisp.ParamType.STRING, "A colour", autocomplete=_colours)],
+)
+async def colour_pick(ctx, colour: str) -> str:
+    return f"picked {colour}"
+
+
+@wisp.command()
+async def crash(ctx) -> str:
+    raise RuntimeError("database on fire")
+
+
+@wisp.event_handler("message", priority=10)
+async def first(ctx, message: Any) -> None:
+    SEEN.append(f"first:{message.content}")
+
+
+@wisp.event_handler("message", priority=20)
+async def broken(ctx, message: Any) -> None:
+    raise RuntimeError("handler bug")
+
+
+@wisp.event_handler("message", priority=30, allow_dms=True)
+async def last(ctx, message: Any) -> None:
+    SEEN.append(f"last:{message.content}")
+
+
+@wisp.event_handler("member_join")
+async def welcome(ctx, member: Any) -> None:
+    SEEN.append(f"join:{member.name}")
+
+
+@wisp.event_handler("reaction_add")
+async def reacted(ctx, reaction: Any, user: Any) -> None:
+    SEEN.append(f"reaction:{reaction.emoji}:{user.name}")
+
+
+@wisp.event_handler("message", priority=40, essential=True)
+async def essential(ctx, message: Any) -> None:
+    SEEN.append(f"essential:{message.content}")
+
+
+class Features:
+    @wisp.hookimpl
+    def wisp_commands(self):
+        return [roll, secret, colour_pick, crash]
+
+    @wisp.hookimpl
+    def wisp_event_handlers(self):
+        return [first, broken, last, welcome, reacted, essential]
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    SEEN.clear()
+
+
+def make_app(wisp_project, toml: str = "", plugins=("discord",)) -> wisp.Wisp:
+    wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 50\n" + toml)
+    app = wisp_project.app(plugins=list(plugins))
+    app.register(Features(), "features")
+    return app
+
+
+async def test_slash_commands_with_options_ephemeral_and_errors(wisp_project, wisp_offline):
+    bot = await wisp_offline(make_app(wisp_project))
+    [put] = bot.fake.calls_to("PUT", r"/applications/\d+/commands")
+    assert put.json == commands_payload(bot.app.commands.values())
+
+    owner = bot.fake.default_guild.owner_id
+    answer = await bot.slash("roll", {"sides": 20})
+    assert answer.replies == [f"rolled d20 for {owner} in {bot.fake.default_guild.id} via slash"]
+    [interaction] = list(bot.fake.interactions.values())
+    assert interaction.response_type == 4 and not interaction.ephemeral
+
+    answer = await bot.slash("secret")
+    assert answer.replies == ["only you can see this (ephemeral)"]
+    answer = await bot.slash("roll", {"sides": 1})
+    assert answer.replies == ["A die needs at least 2 sides. (ephemeral)"]
+    answer = await bot.slash("crash")
+    [reply] = answer.replies
+    assert "database on fire" not in reply and answer.outcomes[0].request_id in reply
+    assert answer.failed  # an internal error, as the script runner reports it
+
+
+async def test_subcommand_groups_and_autocomplete(wisp_project, wisp_offline):
+    bot = await wisp_offline(make_app(wisp_project))
+    answer = await bot.slash("config colour pick", {"colour": "red"})
+    assert answer.replies == ["picked red"]
+    interaction = await bot.fake.autocomplete("config colour pick", {"colour": "gr"}, "colour")
+    call = await bot.fake.wait_for_interaction_response(interaction.id)
+    assert call.json == {
+        "type": 8,
+        "data": {
+            "choices": [{"name": "green", "value": "green"}, {"name": "grey", "value": "grey"}]
+        },
+    }
+
+
+async def test_prefix_commands_and_message_events(wisp_project, wisp_offline, caplog):
+    bot = await wisp_offline(make_app(wisp_project))
+    answer = await bot.say("!roll 8")
+    assert answer.replies[0].startswith("rolled d8 for") and answer.replies[0].endswith("prefix")
+    answer = await bot.say("!roll sides=9 extra")
+    assert answer.replies == ["`roll` takes no more arguments (got `extra`)."]
+    assert SEEN == []  # command messages are commands, not chatter
+
+    answer = await bot.say("hello")
+    # priority order; the broken handler in between does not stop the last one
+    assert SEEN == ["first:hello", "last:hello", "essential:hello"]
+    failed = [o for o in answer.outcomes if not o.ok]
+    assert answer.outcomes == [] or failed == []  # events report no command outcome
+
+    SEEN.clear()
+    await bot.say("from another bot", user=bot.fake.bot.id)  # the bot itself: ignored
+    assert SEEN == []
+
+
+async def test_bots_dms_members_and_reactions(wisp_project, wisp_offline):
+    fake = FakeDiscord([offline_guild()])
+    robot = FakeUser(id=fake.default_guild.owner_id + 50, username="robot", bot=True)
+    fake.default_guild.members.append(FakeMember(robot))
+    bot = await wisp_offline(make_app(wisp_project), fake=fake)
+    await bot.say("beep", user=robot.id)
+    assert SEEN == []  # ignore_bots is the default
+    await bot.fake.member_join(FakeUser(id=robot.id + 1, username="newbie"))
+    await _until(lambda: "join:newbie" in SEEN)
+    message_id = await bot.fake.message_create(content="react to me")
+    await bot.service.wait_handled(message_id)
+    SEEN.clear()
+    await bot.fake.reaction_add(message_id, "👍")
+    await _until(lambda: any(s.startswith("reaction:") for s in SEEN))
+    assert SEEN == ["reaction:👍:owner"]
+    SEEN.clear()
+    dm_id = await bot.fake.message_create(content="psst", dm=True)
+    await bot.service.wait_handled(dm_id)
+    assert SEEN == ["last:psst"]  # only the handler that allows DMs
+
+
+async def test_per_guild_disable_through_plugin_state(wisp_project, wisp_offline):
+    app = make_app(wisp_project, plugins=("discord", "storage"))
+    bot = await wisp_offline(app)
+    guild = bot.fake.default_guild.id
+    await app.services.get("plugin_state").set_enabled("features", guild, False)
+    await bot.say("quiet please")
+    assert SEEN == []
+    await app.services.get("plugin_state").set_enabled("features", guild, True)
+    await bot.say("loud again")
+    assert SEEN == ["first:loud again", "last:loud again", "essential:loud again"]
+
+
+async def test_a_burst_of_identical_messages_puts_the_guild_in_safe_mode(
+    wisp_project, wisp_offline, log_lines
+):
+    wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 3\nloop_window = 60\n")
+    app = wisp_project.app(plugins=["discord"])
+    app.register(Features(), "features")
+    bot = await wisp_offline(app)
+    for _ in range(3):
+        await bot.say("spam")
+    assert SEEN.count("first:spam") == 2  # the third identical one is dropped
+    assert any("safe mode" in r["message"] and "loop suspected" in r["message"] for r in log_lines)
+    SEEN.clear()
+    await bot.say("something else")
+    assert SEEN == ["essential:something else"]  # safe mode: essential handlers only
+
+
+async def test_commands_sync_only_when_they_change(wisp_project, wisp_offline):
+    bot = await wisp_offline(make_app(wisp_project))
+    service = bot.service
+    service.offline = False  # use the hash file, as against real Discord
+    assert await service.sync() is True
+    assert await service.sync() is False
+    assert await service.sync(force=True) is True
+    marker = next((wisp_project.root / ".wisp").glob("discord-commands-*-global"))
+    assert len(marker.read_text().strip()) == 64
+    puts = bot.fake.calls_to("PUT", r"/applications/\d+/commands")
+    assert len(puts) == 3  # the start-up sync, the first and the forced one
+    assert await service.sync(guild_id=bot.fake.default_guild.id) is True
+    assert bot.fake.calls_to(
+        "PUT",
+        rf"/applications/\d+/guilds/{bot.fake.default_guild.id}"
+        r"/commands",
+    )
+
+
+async def test_auto_sharded_bot_runs_two_shards_of_four(wisp_project, wisp_offline):
+    guilds = [FakeGuild(id=guild_id_for_shard(s, 4), name=f"shard {s}") for s in range(4)]
+    fake = FakeDiscord(guilds)
+    app = make_app(wisp_project, "shard_count = 4\nshard_ids = [0, 1]\n")
+    bot = await wisp_offline(app, fake=fake)
+    discord_bot = bot.service.bot
+    assert type(discord_bot).__name__ == "AutoShardedBot"
+    assert sorted(discord_bot.shards) == [0, 1]
+    assert sorted(g.name for g in discord_bot.guilds) == ["shard 0", "shard 1"]
+    answer = await bot.slash("roll", {"sides": 4}, guild_id=guilds[1].id)
+    assert answer.replies and "d4" in answer.replies[0]
+
+
+def test_bad_discord_config_names_the_key(wisp_project):
+    wisp_project.write("wisp.toml", '[discord]\nintents = ["guilds", "telepathy"]\n')
+    with pytest.raises(wisp.ConfigError, match=r"discord.intents: unknown intent\(s\) telepathy"):
+        wisp_project.app(plugins=["discord"]).configure()
+    wisp_project.write("wisp.toml", "[discord]\nshard_ids = [5]\nshard_count = 2\n")
+    with pytest.raises(wisp.ConfigError, match=r"shard_ids \[5\] are not below shard_count 2"):
+        wisp_project.app(plugins=["discord"]).configure()
+
+
+def test_offline_script_prints_a_transcript(tmp_path):
+    """The README's main job: the example bot, offline, replaying its script."""
+    import shutil
+    import sys
+
+    example = tmp_path / "hello"
+    shutil.copytree(
+        ROOT / "examples" / "hello", example, ignore=shutil.ignore_patterns("*.sqlite3*", ".wisp")
+    )
+    wisp_exe = Path(sys.executable).parent / "wisp"
+    done = subprocess.run(
+        [str(wisp_exe), "run", "--offline", "--script", "script.txt"],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for line in [
+        "> /roll sides=20",
+        "> /roll sides=1",
+        "bot: A die needs between 2 and 100 sides. (ephemeral)",
+        "> !roll 12",
+        "> hello there",
+        "bot: Hello, owner!",
+        "bot: Only the bot's admins can do that. (ephemeral)",
+    ]:
+        assert line in out, out
+    (example / "bad.txt").write_text("/ping\n/nope\n")
+    done = subprocess.run(
+        [str(wisp_exe), "run", "--offline", "--script", "bad.txt"],
+        cwd=example,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "!! no command 'nope'" in done.stdout and "bot: Pong!" in done.stdout
+
+
+async def _until(check, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
