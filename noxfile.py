@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/ (settings in pyproject.toml)."""
-    session.install("mypy>=1.10", ".")
+    session.install("mypy>=1.10", ".[testing]")
     session.run("mypy")
 
 
