@@ -43,3 +43,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against bare baselines and peer libraries, printed, never asserted."""
     session.install(".[bench]")
     session.run("python", "benchmarks/pipeline.py", *session.posargs)
+    session.run("python", "benchmarks/offline_roundtrip.py")

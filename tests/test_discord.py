@@ -294,3 +294,91 @@ async def _until(check, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)
+
+
+ROUTED: list[tuple[str, str]] = []
+
+
+def _recorder(event: str, describe):
+    @wisp.event_handler(event)
+    async def handler(ctx, **payload: Any) -> None:
+        assert ctx.invocation_type == "event"
+        ROUTED.append((event, describe(**payload)))
+
+    return handler
+
+
+EVERY_EVENT = [
+    _recorder("message_edit", lambda before, after: f"{before.content}->{after.content}"),
+    _recorder("message_delete", lambda message: message.content),
+    _recorder("member_remove", lambda member: member.name),
+    _recorder("member_update", lambda before, after: f"{before.nick}->{after.nick}"),
+    _recorder("reaction_remove", lambda reaction, user: f"{reaction.emoji}:{user.name}"),
+    _recorder("guild_join", lambda guild: guild.name),
+    _recorder("guild_update", lambda before, after: f"{before.name}->{after.name}"),
+    _recorder("guild_remove", lambda guild: guild.name),
+]
+
+
+async def test_every_routed_event_reaches_its_handler(wisp_project, wisp_offline):
+    class Events:
+        @wisp.hookimpl
+        def wisp_event_handlers(self):
+            return EVERY_EVENT
+
+    ROUTED.clear()
+    wisp_project.write(
+        "wisp.toml",
+        "[discord]\nintents = "
+        + repr(
+            ["guilds", "members", "guild_messages", "guild_reactions", "message_content"]
+        ).replace("'", '"')
+        + "\n",
+    )
+    app = wisp_project.app(plugins=["discord"])
+    app.register(Events(), "events")
+    bot = await wisp_offline(app)
+    fake = bot.fake
+    bob = next(m.user for m in fake.default_guild.members if m.user.username == "bob")
+    message_id = await fake.message_create(content="first", author=bob)
+    await bot.service.wait_handled(message_id)
+    await fake.message_edit(message_id, "second")
+    await fake.reaction_add(message_id, "🎉", user=bob)
+    await fake.reaction_remove(message_id, "🎉", user=bob)
+    await fake.message_delete(message_id)
+    await fake.member_update(bob.id, nick="bobby")
+    await fake.member_remove(bob.id)
+    newcomer = FakeGuild(id=fake.default_guild.id + 1000, name="second guild")
+    # discord.py updates its guild object in place: let each handler run first.
+    await fake.guild_join(newcomer)
+    await _until(lambda: ("guild_join", "second guild") in ROUTED)
+    await fake.guild_update(newcomer.id, name="renamed guild")
+    await _until(lambda: any(e == "guild_update" for e, _ in ROUTED))
+    await fake.guild_remove(newcomer.id)
+    expected = [
+        ("message_edit", "first->second"),
+        ("reaction_remove", "🎉:bob"),
+        ("message_delete", "second"),
+        ("member_update", "None->bobby"),
+        ("member_remove", "bob"),
+        ("guild_join", "second guild"),
+        ("guild_update", "second guild->renamed guild"),
+        ("guild_remove", "renamed guild"),
+    ]
+    await _until(lambda: len(ROUTED) >= len(expected))
+    assert sorted(ROUTED) == sorted(expected)
+
+
+async def test_commands_sync_cli_against_the_fake(wisp_project, monkeypatch):
+    from wisp.cli.main import main
+    from wisp.plugins.discord.fake import patched_endpoints
+
+    wisp_project.write("wisp.toml", '[wisp]\nautoload = false\nplugins = ["discord", "basics"]\n')
+    monkeypatch.chdir(wisp_project.root)
+    assert await asyncio.to_thread(main, ["commands", "sync"]) == 2  # no token
+    monkeypatch.setenv("DISCORD_TOKEN", "a-token")
+    async with FakeDiscord() as fake:
+        with patched_endpoints(fake):
+            guild = fake.default_guild.id
+            assert await asyncio.to_thread(main, ["commands", "sync", "--guild", str(guild)]) == 0
+    assert [c["name"] for c in fake.guild_commands[guild]] == ["help", "ping"]

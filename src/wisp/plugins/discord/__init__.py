@@ -53,6 +53,13 @@ def wisp_cli_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         )
 
 
+@wisp.hookimpl
+def wisp_cli_commands() -> Sequence[wisp.CliCommand]:
+    from wisp.plugins.discord.cli import COMMANDS
+
+    return COMMANDS
+
+
 def enable(app: wisp.Wisp, *, offline: bool) -> DiscordService:
     """Make ``app.start()`` connect a bot (used by ``wisp run`` and the test fixtures)."""
     from wisp.plugins.discord.bot import DiscordService

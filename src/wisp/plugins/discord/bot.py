@@ -161,6 +161,20 @@ class DiscordService(wisp.BaseService):
         assert self.bot.application_id is not None
         return self.app.rootdir / ".wisp" / f"discord-commands-{self.bot.application_id}-{scope}"
 
+    def command_payload(self) -> list[dict[str, Any]]:
+        """Wisp's commands, plus any registered on discord.py's own tree (legacy modules)."""
+        payload = commands_payload(self.app.commands.values())
+        if self.bot is not None:
+            ours = {c["name"] for c in payload}
+            for command in self.bot.tree.get_commands():
+                if command.name in ours:
+                    raise wisp.PluginError(
+                        f"slash command {command.name!r} is defined by Wisp and on discord.py's "
+                        "tree; rename one"
+                    )
+                payload.append(command.to_dict(self.bot.tree))
+        return payload
+
     async def sync(
         self,
         payload: list[dict[str, Any]] | None = None,
@@ -171,7 +185,7 @@ class DiscordService(wisp.BaseService):
         """Upload the command set unless it is unchanged since the last sync here."""
         assert self.bot is not None
         assert self.bot.application_id is not None
-        payload = payload if payload is not None else commands_payload(self.app.commands.values())
+        payload = payload if payload is not None else self.command_payload()
         guild_id = guild_id if guild_id is not None else self.config.sync_guild
         scope = f"guild-{guild_id}" if guild_id else "global"
         digest = payload_hash(payload)
