@@ -382,3 +382,53 @@ async def test_commands_sync_cli_against_the_fake(wisp_project, monkeypatch):
             guild = fake.default_guild.id
             assert await asyncio.to_thread(main, ["commands", "sync", "--guild", str(guild)]) == 0
     assert [c["name"] for c in fake.guild_commands[guild]] == ["help", "ping"]
+
+
+@wisp.command(description="Show a card.")
+async def card(ctx) -> wisp.Response:
+    import discord
+
+    return wisp.Response(embed=discord.Embed(title="Wisp", description="a card"))
+
+
+async def test_embeds_pass_through_to_discord(wisp_project, wisp_offline):
+    class Cards:
+        @wisp.hookimpl
+        def wisp_commands(self):
+            return [card]
+
+    wisp_project.write("wisp.toml", "")
+    app = wisp_project.app(plugins=["discord"])
+    app.register(Cards(), "cards")
+    bot = await wisp_offline(app)
+    answer = await bot.slash("card")
+    assert answer.replies == [" [embed: Wisp]"]
+    [call] = [c for c in bot.fake.calls if "/callback" in c.path]
+    assert call.json["data"]["embeds"][0]["description"] == "a card"
+
+
+async def test_wisp_run_with_a_token_takes_the_same_path(wisp_project, monkeypatch):
+    """`wisp run` online: the same service, pointed here at the fake instead of Discord."""
+    import argparse
+    import os
+    import signal
+
+    from wisp.plugins.discord import wisp_run
+    from wisp.plugins.discord.fake import patched_endpoints
+
+    app = make_app(wisp_project, 'token = "real-looking-token"\n')
+    app.configure()
+    async with FakeDiscord(required_token="real-looking-token") as fake:
+        with patched_endpoints(fake):
+            run = asyncio.create_task(wisp_run(app, argparse.Namespace(offline=False, script=None)))
+            await _until(lambda: app.state.value == "started" or run.done(), timeout=15)
+            if run.done():
+                raise AssertionError(f"wisp run ended early: {run.result()!r}")
+            interaction = await fake.interaction_create("roll", {"sides": 3})
+            call = await fake.wait_for_interaction_response(interaction.id)
+            assert call.json["data"]["content"].startswith("rolled d3")
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await asyncio.wait_for(run, 15) == 0
+    assert app.state.value == "stopped"
+    # offline-only sync skipping is off online: the hash marker was written
+    assert list((wisp_project.root / ".wisp").glob("discord-commands-*-global"))
