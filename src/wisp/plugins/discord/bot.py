@@ -351,23 +351,8 @@ class DiscordService(wisp.BaseService):
         else:
             return False
         command = self.app.commands[name]
-        raw: dict[str, Any] = {}
-        positional = [p.name for p in command.params]
-        for word in words[n:]:
-            key, sep, value = word.partition("=")
-            if sep and command.param(key) is not None:
-                raw[key] = value
-            elif positional:
-                while positional and positional[0] in raw:
-                    positional.pop(0)
-                if not positional:
-                    raw.setdefault("\0extra", word)
-                    continue
-                raw[positional.pop(0)] = word
-            else:
-                raw.setdefault("\0extra", word)
-        if "\0extra" in raw:
-            extra = raw.pop("\0extra")
+        raw, extra = prefix_arguments(command, words[n:])
+        if extra is not None:
             await message.channel.send(f"`{name}` takes no more arguments (got `{extra}`).")
             return True
         outcome = await self.app.call(
@@ -408,6 +393,27 @@ class DiscordService(wisp.BaseService):
             result = listener(kind, raw, outcome)
             if asyncio.iscoroutine(result):
                 await result
+
+
+def prefix_arguments(command: wisp.Command, words: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Map prefix-command words to options: ``key=value`` by name, the rest in order.
+
+    Returns the options and the first word left over, if any.
+    """
+    raw: dict[str, Any] = {}
+    pending: list[str] = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and command.param(key) is not None:
+            raw[key] = value
+        else:
+            pending.append(word)
+    free = [p.name for p in command.params if p.name not in raw]
+    for word in pending:
+        if not free:
+            return raw, word
+        raw[free.pop(0)] = word
+    return raw, None
 
 
 def _set_on_ready(event: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
