@@ -376,9 +376,11 @@ async def test_commands_sync_cli_against_the_fake(wisp_project, monkeypatch):
     wisp_project.write("wisp.toml", '[wisp]\nautoload = false\nplugins = ["discord", "basics"]\n')
     monkeypatch.chdir(wisp_project.root)
     assert await asyncio.to_thread(main, ["commands", "sync"]) == 2  # no token
-    monkeypatch.setenv("DISCORD_TOKEN", "a-token")
-    async with FakeDiscord() as fake:
+    async with FakeDiscord(required_token="a-token") as fake:
         with patched_endpoints(fake):
+            monkeypatch.setenv("DISCORD_TOKEN", "a-wrong-token")
+            assert await asyncio.to_thread(main, ["commands", "sync"]) == 2
+            monkeypatch.setenv("DISCORD_TOKEN", "a-token")
             guild = fake.default_guild.id
             assert await asyncio.to_thread(main, ["commands", "sync", "--guild", str(guild)]) == 0
     assert [c["name"] for c in fake.guild_commands[guild]] == ["help", "ping"]
@@ -432,3 +434,73 @@ async def test_wisp_run_with_a_token_takes_the_same_path(wisp_project, monkeypat
     assert app.state.value == "stopped"
     # offline-only sync skipping is off online: the hash marker was written
     assert list((wisp_project.root / ".wisp").glob("discord-commands-*-global"))
+
+
+@wisp.command(description="Think, then answer privately.")
+async def ponder(ctx) -> wisp.Response:
+    await asyncio.sleep(0.3)
+    return wisp.Response("a private thought", ephemeral=True)
+
+
+@wisp.command(description="Think privately.", ephemeral=True)
+async def brood(ctx) -> wisp.Response:
+    await asyncio.sleep(0.3)
+    return wisp.Response("kept to myself", ephemeral=True)
+
+
+async def test_slow_private_answers_stay_private(wisp_project, wisp_offline):
+    class Slow:
+        @wisp.hookimpl
+        def wisp_commands(self):
+            return [ponder, brood]
+
+    wisp_project.write("wisp.toml", "[discord]\ndefer_after = 0.05\n")
+    app = wisp_project.app(plugins=["discord"])
+    app.register(Slow(), "slow")
+    bot = await wisp_offline(app)
+    answer = await bot.slash("ponder")
+    assert answer.replies[-1] == "a private thought (ephemeral)"
+    calls = [c for c in bot.fake.calls if "/interactions/" in c.path or "/webhooks/" in c.path]
+    assert [c.method for c in calls] == ["POST", "DELETE", "POST"]  # defer, drop it, followup
+    assert calls[0].json["type"] == 5
+    assert not int((calls[0].json.get("data") or {}).get("flags") or 0) & 64
+    mark = bot.fake.mark()
+    answer = await bot.slash("brood")
+    [defer] = [c for c in bot.fake.calls[mark:] if "/callback" in c.path]
+    assert int(defer.json["data"]["flags"]) & 64  # deferred privately from the start
+    assert answer.replies[-1] == "kept to myself (ephemeral)"
+
+
+async def test_different_reactions_are_not_a_loop(wisp_project, wisp_offline, log_lines):
+    wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 3\n")
+    app = wisp_project.app(plugins=["discord"])
+    app.register(Features(), "features")
+    bot = await wisp_offline(app)
+    message_id = await bot.fake.message_create(content="pick your roles")
+    await bot.service.wait_handled(message_id)
+    SEEN.clear()
+    for emoji in ("🍎", "🍐", "🍊", "🍋", "🍌"):
+        await bot.fake.reaction_add(message_id, emoji)
+    await _until(lambda: len(SEEN) == 5)
+    assert not any("safe mode" in r["message"] for r in log_lines)
+
+
+def test_min_and_max_only_on_numbers():
+    with pytest.raises(ValueError, match="min_value and max_value apply to integer and number"):
+        wisp.Param("code", wisp.ParamType.STRING, min_value=3)
+
+
+def test_the_bot_starts_after_storage(wisp_project):
+    from wisp.plugins.discord import enable
+    from wisp.plugins.discord.fake import DEFAULT_CHANNEL_ID, DEFAULT_GUILD_ID
+    from wisp.plugins.discord.offline import ALICE, BOB
+
+    assert {ALICE.id, BOB.id}.isdisjoint({DEFAULT_GUILD_ID, DEFAULT_CHANNEL_ID})
+    app = wisp_project.app(plugins=["discord", "storage"]).configure()
+    enable(app, offline=True)
+    for plugin, result in app.pluginmanager.results("wisp_services", app=app):
+        for service in result:
+            app.services.add(service, plugin)
+    order = app.services.start_order()
+    assert order.index("discord") > order.index("plugin_state")
+    assert order.index("discord") > order.index("migrations")

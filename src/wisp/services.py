@@ -32,7 +32,12 @@ class Health:
 
 @runtime_checkable
 class Service(Protocol):
-    """What the kernel needs of a service."""
+    """What the kernel needs of a service.
+
+    A service may also have ``after``: names of services to start before it
+    when they are registered (an optional dependency), where ``requires``
+    fails without them.
+    """
 
     name: str
     requires: Sequence[str]
@@ -125,7 +130,8 @@ class ServiceRegistry:
                         f"service {name!r} (plugin {entry.plugin!r}) requires service "
                         f"{req!r}, which no loaded plugin provides"
                     )
-            sorter.add(name, *sorted(entry.service.requires))
+            after = [a for a in getattr(entry.service, "after", ()) if a in self._entries]
+            sorter.add(name, *sorted({*entry.service.requires, *after}))
         try:
             return list(sorter.static_order())
         except graphlib.CycleError as exc:

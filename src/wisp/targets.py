@@ -92,6 +92,14 @@ class Param:
     min_value: float | None = None
     max_value: float | None = None
 
+    def __attrs_post_init__(self) -> None:
+        numeric = self.type in (ParamType.INTEGER, ParamType.NUMBER)
+        if (self.min_value is not None or self.max_value is not None) and not numeric:
+            raise ValueError(
+                f"parameter {self.name!r}: min_value and max_value apply to integer and "
+                f"number parameters, not {self.type.value}"
+            )
+
     def convert(self, value: Any) -> Any:
         """Coerce a raw value (a CLI string, say) to this parameter's type."""
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shlex
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -50,6 +51,8 @@ class DiscordService(wisp.BaseService):
     """Builds the bot, connects it, and turns Discord traffic into Wisp invocations."""
 
     name = "discord"
+    #: Connect only once storage is ready, when it runs (events use plugin_state).
+    after = ("migrations", "guild_data", "plugin_state")
 
     def __init__(self, app: wisp.Wisp, config: DiscordConfig, *, offline: bool = False) -> None:
         super().__init__()
@@ -107,6 +110,7 @@ class DiscordService(wisp.BaseService):
     # -- lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
+        _route_discord_logging()
         token = self.config.token or ("offline" if self.offline else "")
         if not token:
             raise wisp.ExternalServiceError(
@@ -116,7 +120,13 @@ class DiscordService(wisp.BaseService):
         self.roots = frozenset(name.split(" ")[0] for name in self.app.commands)
         payload = commands_payload(self.app.commands.values())  # bad names fail here
         self.bot = bot = self.build()
-        await bot.login(token)
+        try:
+            await bot.login(token)
+        except discord.LoginFailure:
+            await bot.close()
+            raise wisp.ExternalServiceError(
+                detail="Discord refused the token ([discord] token or DISCORD_TOKEN)"
+            ) from None
         ready = asyncio.Event()
         bot.add_listener(_set_on_ready(ready), "on_ready")
         self._task = asyncio.create_task(bot.connect(reconnect=not self.offline))
@@ -232,6 +242,9 @@ class DiscordService(wisp.BaseService):
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         try:
             await self._interaction(interaction)
+        except Exception:
+            # discord.py would report it to stdlib logging, where nobody looks.
+            logger.exception("handling interaction {} failed", interaction.id)
         finally:
             self._mark_handled(interaction.id)
 
@@ -254,7 +267,8 @@ class DiscordService(wisp.BaseService):
         if interaction.type is discord.InteractionType.autocomplete:
             await self._autocomplete(interaction, command, raw, focused, ids)
             return
-        deferral = asyncio.create_task(self._defer_later(interaction))
+        quiet = bool(command.metadata.get("ephemeral", False))
+        deferral = asyncio.create_task(self._defer_later(interaction, quiet))
         try:
             outcome = await self.app.call(
                 name, raw, invocation_type=InvocationType.SLASH, raw=interaction, **ids
@@ -264,10 +278,13 @@ class DiscordService(wisp.BaseService):
         await self._notify("slash", interaction, outcome)
         await self._reply_interaction(interaction, outcome.response)
 
-    async def _defer_later(self, interaction: discord.Interaction) -> None:
+    async def _defer_later(self, interaction: discord.Interaction, ephemeral: bool) -> None:
+        """Past ``defer_after``, tell Discord we are thinking (commands whose
+        metadata says ``ephemeral=True`` think privately)."""
         await asyncio.sleep(self.config.defer_after)
         if not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+            interaction.extras["wisp_deferred_publicly"] = not ephemeral
 
     async def _autocomplete(
         self,
@@ -305,6 +322,10 @@ class DiscordService(wisp.BaseService):
             return
         kwargs = _message_kwargs(response)
         if interaction.response.is_done():
+            if response.ephemeral and interaction.extras.get("wisp_deferred_publicly"):
+                # The first followup would replace the public "thinking..."
+                # message: remove it, so the private answer stays private.
+                await interaction.delete_original_response()
             await interaction.followup.send(ephemeral=response.ephemeral, **kwargs)
         else:
             await interaction.response.send_message(ephemeral=response.ephemeral, **kwargs)
@@ -314,6 +335,8 @@ class DiscordService(wisp.BaseService):
     async def on_message(self, message: discord.Message) -> None:
         try:
             await self._message(message)
+        except Exception:
+            logger.exception("handling message {} failed", message.id)
         finally:
             self._mark_handled(message.id)
 
@@ -332,6 +355,7 @@ class DiscordService(wisp.BaseService):
         await self.router.route(
             "message",
             {"message": message},
+            raw=message,
             guild_id=message.guild.id if message.guild else None,
             channel_id=message.channel.id,
             actor=message.author,
@@ -372,18 +396,25 @@ class DiscordService(wisp.BaseService):
     # -- events -----------------------------------------------------------------
 
     def _router_for(
-        self, event: str, shape: Callable[..., tuple[dict[str, Any], Any, Any]]
+        self, event: str, shape: Callable[..., tuple[dict[str, Any], Any, Any, Any]]
     ) -> Callable[..., Coroutine[Any, Any, None]]:
         async def listener(*args: Any) -> None:
-            payload, guild, actor = shape(*args)
-            channel = getattr(args[-1], "channel", None)
-            await self.router.route(
-                event,
-                payload,
-                guild_id=guild.id if guild is not None else None,
-                channel_id=getattr(channel, "id", None),
-                actor=actor,
+            payload, guild, actor, fingerprint = shape(*args)
+            channel = getattr(args[-1], "channel", None) or getattr(
+                getattr(args[0], "message", None), "channel", None
             )
+            try:
+                await self.router.route(
+                    event,
+                    payload,
+                    guild_id=guild.id if guild is not None else None,
+                    channel_id=getattr(channel, "id", None),
+                    actor=actor,
+                    fingerprint=fingerprint,
+                    raw=args[-1],
+                )
+            except Exception:
+                logger.exception("routing the {} event failed", event)
 
         listener.__name__ = f"wisp_{event}"
         return listener
@@ -416,6 +447,28 @@ def prefix_arguments(command: wisp.Command, words: list[str]) -> tuple[dict[str,
     return raw, None
 
 
+class _ToLoguru(logging.Handler):
+    """discord.py logs through stdlib logging; show its records with Wisp's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level: str | int
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info, depth=6).log(
+            level, "discord.py: {}", record.getMessage()
+        )
+
+
+def _route_discord_logging() -> None:
+    log = logging.getLogger("discord")
+    if not any(isinstance(h, _ToLoguru) for h in log.handlers):
+        log.addHandler(_ToLoguru())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def _set_on_ready(event: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
     async def on_ready() -> None:
         event.set()
@@ -436,37 +489,56 @@ def _member_guild(member: Any) -> Any:
     return getattr(member, "guild", None)
 
 
-#: discord.py event -> (Wisp event, (args) -> (payload, guild, actor)).
-EVENTS: dict[str, tuple[str, Callable[..., tuple[dict[str, Any], Any, Any]]]] = {
+#: discord.py event -> (Wisp event, (args) -> (payload, guild, actor, fingerprint)).
+#: The fingerprint says "the same event again" for loop detection; None: never a loop.
+EVENTS: dict[str, tuple[str, Callable[..., tuple[dict[str, Any], Any, Any, Any]]]] = {
     "on_message_edit": (
         "message_edit",
-        lambda before, after: ({"before": before, "after": after}, after.guild, after.author),
+        lambda before, after: (
+            {"before": before, "after": after},
+            after.guild,
+            after.author,
+            ("edit", after.channel.id, after.author.id, after.content),
+        ),
     ),
     "on_message_delete": (
         "message_delete",
-        lambda message: ({"message": message}, message.guild, message.author),
+        lambda message: ({"message": message}, message.guild, message.author, None),
     ),
-    "on_member_join": ("member_join", lambda member: ({"member": member}, member.guild, member)),
+    "on_member_join": (
+        "member_join",
+        lambda member: ({"member": member}, member.guild, member, None),
+    ),
     "on_member_remove": (
         "member_remove",
-        lambda member: ({"member": member}, member.guild, member),
+        lambda member: ({"member": member}, member.guild, member, None),
     ),
     "on_member_update": (
         "member_update",
-        lambda before, after: ({"before": before, "after": after}, after.guild, after),
+        lambda before, after: ({"before": before, "after": after}, after.guild, after, None),
     ),
     "on_reaction_add": (
         "reaction_add",
-        lambda reaction, user: ({"reaction": reaction, "user": user}, reaction.message.guild, user),
+        lambda reaction, user: (
+            {"reaction": reaction, "user": user},
+            reaction.message.guild,
+            user,
+            ("reaction_add", reaction.message.id, str(reaction.emoji), user.id),
+        ),
     ),
     "on_reaction_remove": (
         "reaction_remove",
-        lambda reaction, user: ({"reaction": reaction, "user": user}, reaction.message.guild, user),
+        lambda reaction, user: (
+            {"reaction": reaction, "user": user},
+            reaction.message.guild,
+            user,
+            ("reaction_remove", reaction.message.id, str(reaction.emoji), user.id),
+        ),
     ),
-    "on_guild_join": ("guild_join", lambda guild: ({"guild": guild}, guild, None)),
-    "on_guild_remove": ("guild_remove", lambda guild: ({"guild": guild}, guild, None)),
+    "on_guild_join": ("guild_join", lambda guild: ({"guild": guild}, guild, None, None)),
+    "on_guild_remove": ("guild_remove", lambda guild: ({"guild": guild}, guild, None, None)),
     "on_guild_update": (
         "guild_update",
-        lambda before, after: ({"before": before, "after": after}, after, None),
+        lambda before, after: ({"before": before, "after": after}, after, None, None),
     ),
 }

@@ -35,9 +35,17 @@ async def _run(app: wisp.Wisp, args: argparse.Namespace) -> int:
         return 2
     service = DiscordService(app, config)
     service.bot = bot = service.build()
+    import discord
+
     try:
         await bot.login(config.token)  # REST only: no gateway needed to sync
         await service.sync(force=True, guild_id=args.guild)
+    except discord.LoginFailure:
+        print(
+            "wisp commands sync: Discord refused the token ([discord] token or DISCORD_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         await bot.close()
     where = f"guild {args.guild}" if args.guild else "globally"

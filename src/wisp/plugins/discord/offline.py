@@ -39,8 +39,9 @@ from wisp.responses import Outcome
 __all__ = ["Exchange", "OfflineDriver", "offline_guild", "run_console"]
 
 EPHEMERAL = 64
-ALICE = FakeUser(id=DEFAULT_OWNER_ID + 1, username="alice")
-BOB = FakeUser(id=DEFAULT_OWNER_ID + 2, username="bob")
+# Clear of the fake's own fixture ids (bot, owner, guild, channel).
+ALICE = FakeUser(id=DEFAULT_OWNER_ID + 100, username="alice")
+BOB = FakeUser(id=DEFAULT_OWNER_ID + 101, username="bob")
 
 
 def offline_guild() -> FakeGuild:
@@ -267,7 +268,7 @@ def _typed(command: wisp.Command, key: str, value: str) -> Any:
         return value
     try:
         return param.convert(value)
-    except WispError:
+    except Exception:
         return value  # let the bot's own validation answer
 
 

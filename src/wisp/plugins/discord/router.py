@@ -97,12 +97,13 @@ class EventRouter:
         channel_id: int | None = None,
         actor: Any = None,
         fingerprint: Hashable = None,
+        raw: Any = None,
     ) -> list[Outcome]:
         """Run the handlers of ``event`` that should see this one.
 
         ``actor`` is the user or member who caused the event (for bot and
         self filtering); ``fingerprint`` identifies "the same event again" for
-        loop detection (default: event, guild, channel, actor).
+        loop detection: events without one (joins, guild changes) never count.
         """
         handlers = self.app.handlers_for(event)
         if not handlers:
@@ -111,8 +112,7 @@ class EventRouter:
         if actor_id is not None and actor_id == self.bot_user_id:
             logger.debug("ignored {} caused by the bot itself (loop guard)", event)
             return []
-        key = fingerprint if fingerprint is not None else (event, guild_id, channel_id, actor_id)
-        if self._burst(key, guild_id):
+        if fingerprint is not None and self._burst(fingerprint, guild_id):
             logger.debug("dropped {} in guild {}: burst of identical events", event, guild_id)
             return []
         actor_is_bot = bool(getattr(actor, "bot", False))
@@ -144,5 +144,6 @@ class EventRouter:
             guild_id=guild_id,
             channel_id=channel_id,
             user_id=actor_id,
+            raw=raw,
             handlers=selected,
         )
