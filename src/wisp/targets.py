@@ -299,7 +299,12 @@ def infer_params(handler: Handler) -> tuple[Param, ...]:
             args = [a for a in get_args(hint) if a is not type(None)]
             if len(args) != len(get_args(hint)):
                 required = False
-            hint = args[0] if len(args) == 1 else str
+            if len(args) != 1:
+                raise TypeError(
+                    f"{handler.__qualname__}: parameter {p.name!r} is {hint!r}; an option has "
+                    "one type (X or X | None)"
+                )
+            hint = args[0]
             origin = get_origin(hint)
         choices: tuple[Choice, ...] = ()
         if origin is Literal:

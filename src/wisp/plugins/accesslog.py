@@ -56,6 +56,8 @@ def wisp_middleware(app: Wisp, target: Target) -> Middleware | None:
         return None
     slow_ns = config.slow_ms * 1_000_000
     counts = app.stash[counts_key]
+    # "message:greet_back": for events, which handler ran, not only which event.
+    label = target.name
 
     async def access_log(ctx: WispContext, call_next: CallNext) -> Any:
         start = time.perf_counter_ns()
@@ -76,7 +78,7 @@ def wisp_middleware(app: Wisp, target: Target) -> Middleware | None:
                 level,
                 "{} {} {} in {:.2f}ms (guild={} user={})",
                 ctx.invocation_type.value,
-                ctx.name,
+                label,
                 outcome,
                 took / 1e6,
                 ctx.guild_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shlex
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -28,7 +29,7 @@ from wisp.plugins.discord.appcommands import commands_payload, payload_hash, rea
 from wisp.plugins.discord.config import DiscordConfig
 from wisp.plugins.discord.router import EventRouter
 from wisp.responses import Outcome, Response
-from wisp.targets import Choice
+from wisp.targets import Choice, ParamType
 
 __all__ = ["DiscordService"]
 
@@ -276,6 +277,12 @@ class DiscordService(wisp.BaseService):
         finally:
             deferral.cancel()
         await self._notify("slash", interaction, outcome)
+        if outcome.response is None and not interaction.response.is_done():
+            logger.warning(
+                "slash command {!r} returned nothing and did not respond itself; Discord will "
+                "show 'The application did not respond'",
+                name,
+            )
         await self._reply_interaction(interaction, outcome.response)
 
     async def _defer_later(self, interaction: discord.Interaction, ephemeral: bool) -> None:
@@ -352,7 +359,7 @@ class DiscordService(wisp.BaseService):
             handled = await self._prefix_command(message, message.content[len(prefix) :])
             if handled:
                 return
-        await self.router.route(
+        outcomes = await self.router.route(
             "message",
             {"message": message},
             raw=message,
@@ -361,13 +368,14 @@ class DiscordService(wisp.BaseService):
             actor=message.author,
             fingerprint=("message", message.channel.id, message.author.id, message.content),
         )
+        for outcome in outcomes:
+            await self._notify("event", message, outcome)
 
     async def _prefix_command(self, message: discord.Message, text: str) -> bool:
         try:
             words = shlex.split(text)
-        except ValueError as exc:
-            await message.channel.send(f"I could not read that command: {exc}.")
-            return True
+        except ValueError:
+            words = text.split()  # a lone apostrophe ("don't") is not a quoting error
         for n in (3, 2, 1):
             name = " ".join(words[:n])
             if len(words) >= n and name in self.app.commands:
@@ -404,7 +412,7 @@ class DiscordService(wisp.BaseService):
                 getattr(args[0], "message", None), "channel", None
             )
             try:
-                await self.router.route(
+                outcomes = await self.router.route(
                     event,
                     payload,
                     guild_id=guild.id if guild is not None else None,
@@ -413,6 +421,8 @@ class DiscordService(wisp.BaseService):
                     fingerprint=fingerprint,
                     raw=args[-1],
                 )
+                for outcome in outcomes:
+                    await self._notify("event", args[-1], outcome)
             except Exception:
                 logger.exception("routing the {} event failed", event)
 
@@ -444,7 +454,15 @@ def prefix_arguments(command: wisp.Command, words: list[str]) -> tuple[dict[str,
         if not free:
             return raw, word
         raw[free.pop(0)] = word
+    for p in command.params:
+        if p.type in _MENTIONABLE and isinstance(raw.get(p.name), str):
+            raw[p.name] = _MENTION.sub(r"\1", raw[p.name])
     return raw, None
+
+
+#: ``<@123>``, ``<@!123>``, ``<#123>``, ``<@&123>``: the id inside.
+_MENTION = re.compile(r"^<(?:@!?|#|@&)(\d+)>$")
+_MENTIONABLE = frozenset({ParamType.USER, ParamType.CHANNEL, ParamType.ROLE, ParamType.MENTIONABLE})
 
 
 class _ToLoguru(logging.Handler):
