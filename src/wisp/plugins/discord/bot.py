@@ -469,6 +469,8 @@ class _ToLoguru(logging.Handler):
     """discord.py logs through stdlib logging; show its records with Wisp's."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().endswith("voice will NOT be supported"):
+            return  # Wisp does not do voice: not worth a warning on every start
         level: str | int
         try:
             level = logger.level(record.levelname).name
