@@ -13,6 +13,7 @@ import pytest
 from loguru import logger
 
 import wisp
+from wisp.testing import WispProject
 
 # Variables a developer may have set that would change what the kernel loads.
 _ISOLATE = (
@@ -46,21 +47,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     sys.path[:] = path
 
 
-class Project:
-    """A throwaway Wisp project directory."""
+class Project(WispProject):
+    """``wisp.testing``'s project, reading the (isolated) environment: tests set
+    ``WISP_*`` variables with monkeypatch."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def write(self, rel: str, text: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-        return path
-
-    def app(self, **kwargs: Any) -> wisp.Wisp:
-        kwargs.setdefault("autoload", False)
-        return wisp.Wisp(rootdir=self.root, **kwargs)
+    def app(self, *, autoload: bool | None = False, **kwargs: Any) -> wisp.Wisp:
+        kwargs.setdefault("env", None)
+        return super().app(autoload=autoload, **kwargs)
 
 
 @pytest.fixture
