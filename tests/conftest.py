@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,26 @@ def wisp_exe() -> str:
     exe = Path(sys.executable).parent / "wisp"
     assert exe.exists(), f"console script missing: {exe} (is the project installed?)"
     return str(exe)
+
+
+PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request, project):
+    """A database URL and schema for one test: a SQLite file, or a fresh PG schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{project.root / 'test.sqlite3'}", ""
+        return
+    if not PG_URL:
+        pytest.skip("WISP_TEST_DATABASE_URL is not set")
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        yield PG_URL, schema
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()

@@ -79,7 +79,8 @@ def test_plugins_lists_name_distribution_origin_and_hooks(cli_project, capsys) -
 def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     assert main(["plugins", "--hooks"]) == 0
     out = capsys.readouterr().out
-    assert "wisp_middleware\n  1. accesslog\n" in out
+    block = out.split("wisp_middleware\n", 1)[1].split("\n", 3)
+    assert "  1. policy" in block and "  2. accesslog" in block  # in call order
     assert main(["plugins", "--pipeline"]) == 0
     out = capsys.readouterr().out
     assert "command 'hello' (plugin bot/hello.py" in out

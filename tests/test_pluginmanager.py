@@ -178,29 +178,29 @@ def test_required_plugins_missing_or_blocked_are_named(project, site) -> None:
         "1.0",
         {
             "vault": "vault_plugin",
-            "policy": "policy_plugin",
+            "gatekeeper": "gatekeeper_plugin",
             "audit": "audit_plugin",
             "charts": "charts_plugin",
         },
         {
             "vault_plugin": "import wisp\n",
-            "policy_plugin": "wisp_requires = ['vault']\n",
-            "audit_plugin": "wisp_requires = ('policy',)\n",
+            "gatekeeper_plugin": "wisp_requires = ['vault']\n",
+            "audit_plugin": "wisp_requires = ('gatekeeper',)\n",
             "charts_plugin": "wisp_requires = 'metrics'\n",
         },
     )
     app = project.app(autoload=True, block=["vault"]).bootstrap()
     failures = {f.name: f.message for f in app.pluginmanager.failures}
-    assert failures["policy"] == (
-        "plugin 'policy' requires plugin 'vault', which is blocked (-p no:vault)"
+    assert failures["gatekeeper"] == (
+        "plugin 'gatekeeper' requires plugin 'vault', which is blocked (-p no:vault)"
     )
-    assert failures["audit"] == "plugin 'audit' requires plugin 'policy', which failed to load"
+    assert failures["audit"] == "plugin 'audit' requires plugin 'gatekeeper', which failed to load"
     assert failures["charts"] == (
         "plugin 'charts' requires plugin 'metrics', which is not installed or not loaded"
     )
     app2 = project.app(autoload=True).bootstrap()
     assert [f.name for f in app2.pluginmanager.failures] == ["charts"]
-    assert {"vault", "policy", "audit"} <= set(names(app2))
+    assert {"vault", "gatekeeper", "audit"} <= set(names(app2))
 
 
 def test_order_does_not_depend_on_entry_point_scan_order(project, site) -> None:

@@ -17,26 +17,6 @@ from wisp.plugins import storage
 PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request, project):
-    """A database URL and schema for one test: a SQLite file, or a fresh PG schema."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{project.root / 'test.sqlite3'}", ""
-        return
-    if not PG_URL:
-        pytest.skip("WISP_TEST_DATABASE_URL is not set")
-    import asyncpg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-        yield PG_URL, schema
-    finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
-
-
 def configure(project, database, extra: str = "", **kwargs) -> wisp.Wisp:
     url, schema = database
     project.write(

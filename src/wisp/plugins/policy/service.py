@@ -1,0 +1,186 @@
+"""The ``policy`` service: rules from the database, cached per guild, and audit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+from sqlalchemy import delete, select
+
+import wisp
+from wisp.plugins.policy.engine import (
+    Action,
+    Actor,
+    Capability,
+    Explanation,
+    Rule,
+    Scope,
+    resolve,
+)
+from wisp.plugins.policy.models import PolicyAudit, PolicyRule
+
+__all__ = ["PolicyService", "actor_of"]
+
+
+def _rule(row: PolicyRule) -> Rule:
+    return Rule(
+        row.capability,
+        Action(row.action),
+        Scope[row.scope.upper()],
+        row.scope_id,
+        row.priority,
+        row.guild_id,
+        row.id,
+    )
+
+
+def _as_dict(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "guild_id": rule.guild_id,
+        "capability": rule.capability,
+        "action": rule.action.value,
+        "scope": rule.scope.name.lower(),
+        "scope_id": rule.scope_id,
+        "priority": rule.priority,
+    }
+
+
+def _utc(when: datetime) -> datetime:
+    # SQLite keeps no zone; Wisp writes UTC.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def actor_of(ctx: wisp.WispContext) -> Actor:
+    """The caller as policy sees it; roles and permissions come from the
+    transport's member object (``ctx.raw``'s ``user`` or ``author``), if any."""
+    raw = ctx.raw
+    member = getattr(raw, "user", None) or getattr(raw, "author", None)
+    roles: dict[int, int] = {}
+    for role in getattr(member, "roles", None) or ():
+        roles[int(role.id)] = int(getattr(role, "position", 0))
+    guild = getattr(raw, "guild", None)
+    permissions = getattr(member, "guild_permissions", None)
+    return Actor(
+        user_id=ctx.user_id,
+        guild_id=ctx.guild_id,
+        channel_id=ctx.channel_id,
+        roles=roles,
+        is_owner=guild is not None and getattr(guild, "owner_id", None) == ctx.user_id,
+        is_admin=bool(getattr(permissions, "administrator", False)),
+    )
+
+
+class PolicyService(wisp.BaseService):
+    """Reads and changes rules; decisions come from a per-guild cache."""
+
+    name = "policy"
+    requires: Sequence[str] = ("db", "migrations")
+
+    def __init__(
+        self, app: wisp.Wisp, declared: Mapping[str, Capability], *, bootstrap: bool
+    ) -> None:
+        super().__init__()
+        self.app = app
+        self.declared = dict(declared)
+        self.bootstrap = bootstrap
+        self.db: Any = None
+        self._cache: dict[int | None, list[Rule]] = {}
+
+    async def start(self) -> None:
+        self.db = self.app.services.get("db")
+        await super().start()
+
+    def invalidate(self, guild_id: int | None = None) -> None:
+        """Forget cached rules: one guild's, or (``None``, a global rule) all."""
+        if guild_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(guild_id, None)
+
+    async def rules(self, guild_id: int | None) -> list[Rule]:
+        """A guild's rules and the global ones (cached)."""
+        cached = self._cache.get(guild_id)
+        if cached is not None:
+            return cached
+        query = (
+            select(PolicyRule)
+            .where((PolicyRule.guild_id.is_(None)) | (PolicyRule.guild_id == guild_id))
+            .order_by(PolicyRule.id)
+        )
+        async with self.db.session() as s:
+            rows = (await s.scalars(query)).all()
+        rules = [_rule(r) for r in rows]
+        self._cache[guild_id] = rules
+        return rules
+
+    async def explain(self, capability: str, actor: Actor) -> Explanation:
+        rules = await self.rules(actor.guild_id)
+        return resolve(capability, actor, rules, self.declared, bootstrap=self.bootstrap)
+
+    async def add(self, rule: Rule, *, by: int | None = None) -> Rule:
+        """Store a rule (its ``id`` is assigned) and audit it."""
+        row = PolicyRule(
+            guild_id=rule.guild_id,
+            capability=rule.capability,
+            action=rule.action.value,
+            scope=rule.scope.name.lower(),
+            scope_id=rule.scope_id,
+            priority=rule.priority,
+            created_by=by,
+        )
+        async with self.db.transaction() as s:
+            s.add(row)
+            await s.flush()
+            stored = attrs.evolve(rule, id=row.id)
+            s.add(
+                PolicyAudit(
+                    actor_id=by,
+                    guild_id=rule.guild_id,
+                    change="set",
+                    before=None,
+                    after=_as_dict(stored),
+                )
+            )
+        self.invalidate(rule.guild_id)
+        return stored
+
+    async def remove(self, rule_id: int, *, by: int | None = None) -> Rule:
+        async with self.db.transaction() as s:
+            row = await s.get(PolicyRule, rule_id)
+            if row is None:
+                raise wisp.NotFound(f"No policy rule #{rule_id}.")
+            old = _rule(row)
+            await s.execute(delete(PolicyRule).where(PolicyRule.id == rule_id))
+            s.add(
+                PolicyAudit(
+                    actor_id=by,
+                    guild_id=old.guild_id,
+                    change="remove",
+                    before=_as_dict(old),
+                    after=None,
+                )
+            )
+        self.invalidate(old.guild_id)
+        return old
+
+    async def audit(self, guild_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = select(PolicyAudit).order_by(PolicyAudit.id.desc()).limit(limit)
+        if guild_id is not None:
+            query = query.where(PolicyAudit.guild_id == guild_id)
+        async with self.db.session() as s:
+            rows = (await s.scalars(query)).all()
+        return [
+            {
+                "id": r.id,
+                "at": _utc(r.at).isoformat(),
+                "actor_id": r.actor_id,
+                "guild_id": r.guild_id,
+                "change": r.change,
+                "before": r.before,
+                "after": r.after,
+            }
+            for r in rows
+        ]

@@ -1,0 +1,227 @@
+"""The policy plugin on SQLite and PostgreSQL: rules, the middleware, explain, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import wisp
+from wisp.cli.main import main
+
+GUILD, USER, MOD_ROLE = 100, 300, 11
+
+
+def setup_project(project, database, extra_toml: str = "") -> None:
+    url, schema = database
+    project.write(
+        "wisp.toml",
+        f"""
+        [wisp]
+        autoload = false
+        plugins = ["storage", "policy"]
+        command_paths = ["bot"]
+
+        [storage]
+        url = "{url}"
+        schema = "{schema}"
+        auto_migrate = true
+        {extra_toml}
+    """,
+    )
+    project.write(
+        "bot/admin/ban.py",
+        """
+        import wisp
+
+        @wisp.command(capability="moderation.ban")
+        async def ban(ctx, user: int) -> str:
+            return f"banned {user}"
+    """,
+    )
+    project.write(
+        "bot/fun/roll.py",
+        """
+        import wisp
+
+        @wisp.command(capability="fun.roll")
+        async def roll(ctx) -> str:
+            return "rolled"
+    """,
+    )
+
+
+TAKEN: list[str] = []
+
+
+class StubRateLimit:
+    """Counts what reaches the rate-limit band: a denied call must not."""
+
+    @wisp.hookimpl
+    def wisp_middleware(self, target):
+        async def count(ctx, call_next):
+            TAKEN.append(ctx.name)
+            return await call_next(ctx)
+
+        return wisp.Middleware("stub-ratelimit", count, wisp.Order.RATE_LIMIT)
+
+
+async def test_rules_decide_commands_before_rate_limits(project, database) -> None:
+    setup_project(project, database)
+    TAKEN.clear()
+    app = project.app(autoload=None)
+    app.register(StubRateLimit(), "stub")
+    async with app:
+        order = [m.name for m in app.compiled(app.commands["ban"]).middleware]
+        assert order == ["policy", "stub-ratelimit"]
+        service = app.services.get("policy")
+        from wisp.plugins.policy.engine import Action, Rule, Scope
+
+        # undeclared capability, no rule: allowed
+        assert (await app.call("ban", {"user": "1"}, guild_id=GUILD, user_id=USER)).ok
+        rule = await service.add(Rule("moderation.*", Action.DENY, Scope.GUILD, GUILD, 0, GUILD))
+        out = await app.call("ban", {"user": "1"}, guild_id=GUILD, user_id=USER)
+        assert isinstance(out.error, wisp.PermissionDenied)  # the cache was invalidated at once
+        assert "`moderation.ban`" in out.response.content
+        assert TAKEN == ["ban"]  # the denied call took no rate-limit token
+        assert (await app.call("roll", guild_id=GUILD, user_id=USER)).ok
+        await service.add(Rule("moderation.ban", Action.ALLOW, Scope.USER, USER, 0, GUILD))
+        assert (await app.call("ban", {"user": "2"}, guild_id=GUILD, user_id=USER)).ok
+        assert not (await app.call("ban", {"user": "2"}, guild_id=GUILD, user_id=USER + 1)).ok
+        await service.remove(rule.id)
+        assert (await app.call("ban", {"user": "2"}, guild_id=GUILD, user_id=USER + 1)).ok
+        other_guild = await app.call("ban", {"user": "2"}, guild_id=GUILD + 1, user_id=USER)
+        assert other_guild.ok
+
+
+async def test_a_wispconf_takes_part_ahead_of_the_rules(project, database) -> None:
+    setup_project(project, database)
+    project.write(
+        "bot/admin/wispconf.py",
+        """
+        import wisp
+
+        @wisp.hookimpl
+        def wisp_policy_decide(ctx, capability):
+            if ctx.user_id == 666:
+                return wisp.Decision.deny("not under bot/admin", source="wispconf")
+    """,
+    )
+    app = project.app(autoload=None)
+    async with app:
+        assert not (await app.call("ban", {"user": "1"}, guild_id=GUILD, user_id=666)).ok
+        assert (await app.call("roll", guild_id=GUILD, user_id=666)).ok  # bot/fun: rules only
+
+
+async def test_policy_cli_set_list_explain_remove_audit(
+    project, database, monkeypatch, capsys
+) -> None:
+    setup_project(project, database)
+    monkeypatch.chdir(project.root)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["policy", *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(run, *args)
+
+    code, out, _ = await cli(
+        "set",
+        "moderation.ban",
+        "allow",
+        "--scope",
+        "role",
+        "--id",
+        str(MOD_ROLE),
+        "--guild",
+        str(GUILD),
+        "--by",
+        "1",
+    )
+    assert (code, out) == (0, f"added #1 allow moderation.ban at role {MOD_ROLE} (priority 0)\n")
+    code, out, _ = await cli(
+        "set",
+        "moderation.ban",
+        "deny",
+        "--scope",
+        "user",
+        "--id",
+        str(USER),
+        "--guild",
+        str(GUILD),
+        "--priority",
+        "2",
+    )
+    assert code == 0
+    code, out, _ = await cli("set", "policy.*", "deny", "--scope", "global")
+    assert code == 0
+    code, out, _ = await cli("list", "--guild", str(GUILD))
+    assert out.splitlines() == [
+        f"#1 allow moderation.ban at role {MOD_ROLE} (priority 0) [guild {GUILD}]",
+        f"#2 deny moderation.ban at user {USER} (priority 2) [guild {GUILD}]",
+        "#3 deny policy.* at global (priority 0) [global]",
+    ]
+    code, out, _ = await cli(
+        "explain",
+        "moderation.ban",
+        "--user",
+        str(USER),
+        "--guild",
+        str(GUILD),
+        "--role",
+        str(MOD_ROLE),
+    )
+    assert out.splitlines() == [
+        f"DENY moderation.ban: #2 deny moderation.ban at user {USER} (priority 2)",
+        f" -> #2 deny moderation.ban at user {USER} (priority 2)",
+        f"    #1 allow moderation.ban at role {MOD_ROLE} (priority 0)",
+    ]
+    code, out, _ = await cli(
+        "explain",
+        "moderation.ban",
+        "--user",
+        str(USER + 1),
+        "--guild",
+        str(GUILD),
+        "--role",
+        f"{MOD_ROLE}:5",
+    )
+    assert out.startswith("ALLOW moderation.ban: #1 allow")
+    code, out, _ = await cli(
+        "explain", "policy.manage", "--user", "9", "--guild", str(GUILD), "--owner"
+    )
+    assert out.startswith("ALLOW policy.manage: the server owner holds every capability")
+    code, out, _ = await cli("remove", "2", "--by", "7")
+    assert (code, out) == (0, f"removed #2 deny moderation.ban at user {USER} (priority 2)\n")
+    code, out, _ = await cli("audit", "--guild", str(GUILD))
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [(e["change"], e["actor_id"]) for e in entries] == [
+        ("remove", 7),
+        ("set", None),
+        ("set", 1),
+    ]
+    assert entries[0]["before"]["scope"] == "user" and entries[0]["after"] is None
+    assert entries[0]["at"].endswith("+00:00")
+
+    # bad input: a clear error, nothing written
+    for args, message in [
+        (("set", "Moderation.Ban", "allow", "--guild", "1"), "is not a capability"),
+        (("set", "x.y", "allow", "--scope", "user", "--guild", "1"), "needs --id"),
+        (("set", "x.y", "allow", "--scope", "global", "--guild", "1"), "takes neither"),
+        (("set", "x.y", "allow", "--scope", "role", "--id", "5"), "needs --guild"),
+        (("remove", "99"), "No policy rule #99."),
+        (("explain", "x", "--user", "1", "--role", "a:b"), "expected ROLE or ROLE:POSITION"),
+    ]:
+        code, _, err = await cli(*args)
+        assert code == 2 and message in err, (args, err)
+    code, out, _ = await cli("list", "--guild", str(GUILD))
+    assert len(out.splitlines()) == 2
+
+    # rules take part in export and import
+    code = await asyncio.to_thread(main, ["export", "-o", str(project.root / "out.json")])
+    doc = json.loads((project.root / "out.json").read_text())
+    assert [r["capability"] for r in doc["sections"]["policy_rules"]] == [
+        "moderation.ban",
+        "policy.*",
+    ]
