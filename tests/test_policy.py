@@ -225,3 +225,31 @@ async def test_policy_cli_set_list_explain_remove_audit(
         "moderation.ban",
         "policy.*",
     ]
+
+
+async def test_slash_policy_commands_guarded_by_policy_manage(project, database, wisp_offline):
+    setup_project(project, database)
+    app = project.app(autoload=None, plugins=["discord"])
+    bot = await wisp_offline(app)
+    alice = bot.member_id("alice")
+    # the owner holds policy.manage through the bootstrap grant
+    answer = await bot.slash(
+        "policy set",
+        {"capability": "fun.roll", "decision": "deny", "scope": "user", "target": alice},
+    )
+    assert answer.replies == [f"Added #1 deny fun.roll at user {alice} (priority 0). (ephemeral)"]
+    # alice does not: admin capabilities are denied by default
+    answer = await bot.slash("policy list", user=alice)
+    assert answer.replies == [
+        "You need the `policy.manage` capability to do that. "
+        "(no rule; policy.manage defaults to deny) (ephemeral)"
+    ]
+    # and the rule binds her, through the real discord.py member
+    assert (await bot.slash("roll", user=alice)).replies[0].startswith("You need the `fun.roll`")
+    assert (await bot.slash("roll")).replies == ["rolled"]
+    answer = await bot.slash("policy explain", {"capability": "fun.roll", "user": alice})
+    assert answer.replies[0].startswith("`fun.roll` is denied: #1 deny fun.roll at user")
+    answer = await bot.slash("policy remove", {"rule": 1})
+    assert answer.replies == [f"Removed #1 deny fun.roll at user {alice} (priority 0). (ephemeral)"]
+    assert (await bot.slash("roll", user=alice)).replies == ["rolled"]
+    assert (await bot.slash("policy list")).replies == ["No rules: defaults apply. (ephemeral)"]

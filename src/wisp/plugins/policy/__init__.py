@@ -97,6 +97,13 @@ def wisp_middleware(target: Target) -> wisp.Middleware | None:
 
 
 @wisp.hookimpl
+def wisp_commands() -> list[wisp.Command]:
+    from wisp.plugins.policy.commands import COMMANDS
+
+    return COMMANDS
+
+
+@wisp.hookimpl
 def wisp_export_sections() -> list[ExportSection]:
     from wisp.plugins.storage.transfer import table_section
 
