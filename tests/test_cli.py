@@ -79,12 +79,21 @@ def test_plugins_lists_name_distribution_origin_and_hooks(cli_project, capsys) -
 def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     assert main(["plugins", "--hooks"]) == 0
     out = capsys.readouterr().out
-    block = out.split("wisp_middleware\n", 1)[1].split("\n", 3)
-    assert "  1. policy" in block and "  2. accesslog" in block  # in call order
+    block = out.split("wisp_middleware\n", 1)[1].splitlines()
+    impls = [line.split(". ", 1)[1] for line in block if line.startswith("  ")]
+    impls = impls[: next((i for i, x in enumerate(block) if not x.startswith("  ")), len(block))]
+    assert "accesslog" in impls
+    # bundled entry points: registered by name, called last-registered first
+    assert impls == sorted(impls, reverse=True)
     assert main(["plugins", "--pipeline"]) == 0
     out = capsys.readouterr().out
     assert "command 'hello' (plugin bot/hello.py" in out
-    assert "  1. [ 200] accesslog (plugin accesslog)\n  -> handler hello" in out
+    hello = out.split("command 'hello'", 1)[1].split("\ncommand ", 1)[0].splitlines()[1:]
+    assert hello == [
+        "  1. [ 200] accesslog (plugin accesslog)",
+        "  2. [ 300] feature-flags (plugin features)",
+        "  -> handler hello",
+    ]
 
 
 def test_blocking_from_the_command_line(cli_project, capsys) -> None:

@@ -24,6 +24,10 @@ class CliCommand:
     ``run`` returns the exit code (``None`` is 0) and may be async.  With
     ``configure`` the application is configured first (config errors are
     reported and exit 2); with ``start`` its services run around ``run``.
+
+    A plugin extending another command with ``wisp_cli_arguments`` can add
+    sub-actions and ``parser.set_defaults(wisp_action=runner)`` on them; the
+    kernel then calls ``runner(app, args)`` instead of ``run``.
     """
 
     name: str

@@ -181,7 +181,10 @@ async def _run(app: Wisp, cmd: CliCommand, args: argparse.Namespace) -> int:
     if cmd.start:
         await app.start()
     try:
-        result: Any = cmd.run(app, args)
+        # A plugin that added sub-actions to a command (wisp_cli_arguments) may
+        # set_defaults(wisp_action=...) on them: that runs instead.
+        runner = getattr(args, "wisp_action", None) or cmd.run
+        result: Any = runner(app, args)
         if inspect.isawaitable(result):
             result = await result
         return int(result or 0)
