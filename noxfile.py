@@ -44,3 +44,4 @@ def bench(session: nox.Session) -> None:
     session.install(".[bench]")
     session.run("python", "benchmarks/pipeline.py", *session.posargs)
     session.run("python", "benchmarks/offline_roundtrip.py")
+    session.run("python", "benchmarks/policy.py")

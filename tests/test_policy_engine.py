@@ -292,3 +292,18 @@ def test_explain_lists_every_rule_considered_most_specific_first() -> None:
 )
 def test_matches(pattern, capability, expected) -> None:
     assert matches(pattern, capability) is expected
+
+
+@pytest.mark.parametrize(
+    ("capability", "actor", "rules", "allowed", "decider"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_the_index_finds_the_same_rules(capability, actor, rules, allowed, decider) -> None:
+    from wisp.plugins.policy.engine import RuleIndex
+
+    index = RuleIndex(rules)
+    full = resolve(capability, actor, rules, DECLARED)
+    assert resolve(capability, actor, index.candidates(capability, actor), DECLARED) == full
+    best = resolve(capability, actor, index.candidates(capability, actor, best_only=True), DECLARED)
+    assert (best.decision, best.rule) == (full.decision, full.rule)

@@ -78,7 +78,7 @@ def wisp_services(app: wisp.Wisp) -> wisp.Service:
 @wisp.hookimpl(trylast=True)
 async def wisp_policy_decide(ctx: wisp.WispContext, capability: str) -> wisp.Decision:
     service = ctx.app.stash[service_key]
-    explanation = await service.explain(capability, actor_of(ctx))
+    explanation = await service.explain(capability, actor_of(ctx), every_rule=False)
     return explanation.decision
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "Capability",
     "Explanation",
     "Rule",
+    "RuleIndex",
     "Scope",
     "matches",
     "resolve",
@@ -182,6 +183,58 @@ def _default(capability: str, declared: Mapping[str, Capability]) -> Decision:
             f"no rule; admin capability {capability} is denied by default", "default"
         )
     return Decision.allow(f"no rule; {capability} is not declared, so it is allowed", "default")
+
+
+def patterns_for(capability: str) -> list[str]:
+    """Every rule capability that can cover ``capability``: itself, its ``.*``
+    prefixes, and ``*``."""
+    parts = capability.split(".")
+    return [capability, *(".".join(parts[:n]) + ".*" for n in range(len(parts) - 1, 0, -1)), "*"]
+
+
+class RuleIndex:
+    """Rules keyed by (capability pattern, scope, scope id).
+
+    A decision looks up a handful of keys (the caller's patterns times their
+    user, roles, channel, guild and global), so its cost does not grow with
+    the number of rules in the guild.
+    """
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self._by: dict[tuple[str, Scope, int | None], list[Rule]] = {}
+        for r in self.rules:
+            key = (r.capability, r.scope, None if r.scope is Scope.GLOBAL else r.scope_id)
+            self._by.setdefault(key, []).append(r)
+        for found in self._by.values():
+            # Best first: higher priority, then deny; one key shares scope and role.
+            found.sort(key=lambda r: (r.priority, r.action is Action.DENY), reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def candidates(self, capability: str, actor: Actor, *, best_only: bool = False) -> list[Rule]:
+        """Rules that may apply; with ``best_only``, one per key (enough to decide,
+        since the others under a key always lose to it; ``explain`` wants all)."""
+        scopes: list[tuple[Scope, int | None]] = [
+            (Scope.GLOBAL, None),
+            (Scope.GUILD, None),
+            (Scope.GUILD, actor.guild_id),
+            (Scope.CHANNEL, actor.channel_id),
+            (Scope.USER, actor.user_id),
+        ]
+        scopes += [(Scope.ROLE, role) for role in actor.roles]
+        out: list[Rule] = []
+        by = self._by
+        for pattern in patterns_for(capability):
+            for scope, scope_id in scopes:
+                found = by.get((pattern, scope, scope_id))
+                if found:
+                    if best_only:
+                        out.append(found[0])
+                    else:
+                        out.extend(found)
+        return out
 
 
 def rules_for_guild(rules: Sequence[Rule], guild_id: int | None) -> list[Rule]:

@@ -16,6 +16,7 @@ from wisp.plugins.policy.engine import (
     Capability,
     Explanation,
     Rule,
+    RuleIndex,
     Scope,
     resolve,
 )
@@ -87,7 +88,7 @@ class PolicyService(wisp.BaseService):
         self.declared = dict(declared)
         self.bootstrap = bootstrap
         self.db: Any = None
-        self._cache: dict[int | None, list[Rule]] = {}
+        self._cache: dict[int | None, RuleIndex] = {}
 
     async def start(self) -> None:
         self.db = self.app.services.get("db")
@@ -100,8 +101,8 @@ class PolicyService(wisp.BaseService):
         else:
             self._cache.pop(guild_id, None)
 
-    async def rules(self, guild_id: int | None) -> list[Rule]:
-        """A guild's rules and the global ones (cached)."""
+    async def index(self, guild_id: int | None) -> RuleIndex:
+        """A guild's rules and the global ones, indexed (cached)."""
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
@@ -112,13 +113,22 @@ class PolicyService(wisp.BaseService):
         )
         async with self.db.session() as s:
             rows = (await s.scalars(query)).all()
-        rules = [_rule(r) for r in rows]
-        self._cache[guild_id] = rules
-        return rules
+        index = RuleIndex(_rule(r) for r in rows)
+        self._cache[guild_id] = index
+        return index
 
-    async def explain(self, capability: str, actor: Actor) -> Explanation:
-        rules = await self.rules(actor.guild_id)
-        return resolve(capability, actor, rules, self.declared, bootstrap=self.bootstrap)
+    async def rules(self, guild_id: int | None) -> list[Rule]:
+        """A guild's rules and the global ones, by id."""
+        return (await self.index(guild_id)).rules
+
+    async def explain(
+        self, capability: str, actor: Actor, *, every_rule: bool = True
+    ) -> Explanation:
+        """Decide, and list the rules considered (``every_rule=False``: only those
+        that can win, which is all a decision needs)."""
+        index = await self.index(actor.guild_id)
+        candidates = index.candidates(capability, actor, best_only=not every_rule)
+        return resolve(capability, actor, candidates, self.declared, bootstrap=self.bootstrap)
 
     async def add(self, rule: Rule, *, by: int | None = None) -> Rule:
         """Store a rule (its ``id`` is assigned) and audit it."""
