@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+
+import pytest
 
 import wisp
 from wisp.cli.main import main
@@ -253,3 +256,45 @@ async def test_slash_policy_commands_guarded_by_policy_manage(project, database,
     assert answer.replies == [f"Removed #1 deny fun.roll at user {alice} (priority 0). (ephemeral)"]
     assert (await bot.slash("roll", user=alice)).replies == ["rolled"]
     assert (await bot.slash("policy list")).replies == ["No rules: defaults apply. (ephemeral)"]
+
+
+async def test_a_change_reaches_other_processes_through_redis(project, database) -> None:
+    redis_url = os.environ.get("WISP_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("WISP_TEST_REDIS_URL is not set")
+    setup_project(project, database)
+    url, schema = database
+    project.write(
+        "wisp.toml",
+        f"""
+        [wisp]
+        autoload = false
+        plugins = ["storage", "policy", "redis"]
+        command_paths = ["bot"]
+
+        [storage]
+        url = "{url}"
+        schema = "{schema}"
+        auto_migrate = true
+
+        [redis]
+        url = "{redis_url}"
+    """,
+    )
+    from wisp.plugins.policy.engine import Action, Actor, Rule, Scope
+
+    first, second = project.app(autoload=None), project.app(autoload=None)
+    async with first, second:
+        one, two = first.services.get("policy"), second.services.get("policy")
+        actor = Actor(USER, GUILD, None)
+        assert (await two.explain("fun.roll", actor)).decision.allowed  # cached in "two"
+        await one.add(Rule("fun.roll", Action.DENY, Scope.USER, USER, 0, GUILD))
+        async with asyncio.timeout(5):
+            while (await two.explain("fun.roll", actor)).decision.allowed:
+                await asyncio.sleep(0.01)
+        other = Actor(USER, GUILD + 1, None)
+        assert (await two.explain("fun.dance", other)).decision.allowed
+        await one.add(Rule("fun.*", Action.DENY, Scope.GLOBAL, None, 0, None))  # every guild
+        async with asyncio.timeout(5):
+            while (await two.explain("fun.dance", other)).decision.allowed:
+                await asyncio.sleep(0.01)

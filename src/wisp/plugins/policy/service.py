@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+from loguru import logger
 from sqlalchemy import delete, select
 
 import wisp
@@ -22,7 +25,10 @@ from wisp.plugins.policy.engine import (
 )
 from wisp.plugins.policy.models import PolicyAudit, PolicyRule
 
-__all__ = ["PolicyService", "actor_of"]
+__all__ = ["CHANNEL", "PolicyService", "actor_of"]
+
+#: The Redis pub/sub channel that carries "rules changed" (a guild id, or "*").
+CHANNEL = "wisp:policy:invalidate"
 
 
 def _rule(row: PolicyRule) -> Rule:
@@ -79,6 +85,8 @@ class PolicyService(wisp.BaseService):
 
     name = "policy"
     requires: Sequence[str] = ("db", "migrations")
+    #: With a shared Redis, changes reach every process through pub/sub.
+    after = ("redis",)
 
     def __init__(
         self, app: wisp.Wisp, declared: Mapping[str, Capability], *, bootstrap: bool
@@ -89,10 +97,49 @@ class PolicyService(wisp.BaseService):
         self.bootstrap = bootstrap
         self.db: Any = None
         self._cache: dict[int | None, RuleIndex] = {}
+        self._redis: Any = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.db = self.app.services.get("db")
+        if "redis" in self.app.services:
+            self._redis = self.app.services.get("redis").client
+            pubsub = self._redis.pubsub()
+            await pubsub.subscribe(CHANNEL)
+            self._listener = asyncio.create_task(self._listen(pubsub))
         await super().start()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await super().stop()
+
+    async def _listen(self, pubsub: Any) -> None:
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                data = message["data"].decode() if isinstance(message["data"], bytes) else ""
+                self.invalidate(None if data == "*" else int(data))
+        finally:
+            await pubsub.aclose()
+
+    async def _changed(self, guild_id: int | None) -> None:
+        """Drop the cache here at once, and in every other process through Redis."""
+        self.invalidate(guild_id)
+        if self._redis is None:
+            return
+        try:
+            await self._redis.publish(CHANNEL, "*" if guild_id is None else str(guild_id))
+        except Exception as exc:
+            logger.warning(
+                "policy change not broadcast through Redis ({}): other processes keep "
+                "their cached rules until restart",
+                exc,
+            )
 
     def invalidate(self, guild_id: int | None = None) -> None:
         """Forget cached rules: one guild's, or (``None``, a global rule) all."""
@@ -154,7 +201,7 @@ class PolicyService(wisp.BaseService):
                     after=_as_dict(stored),
                 )
             )
-        self.invalidate(rule.guild_id)
+        await self._changed(rule.guild_id)
         return stored
 
     async def remove(self, rule_id: int, *, by: int | None = None) -> Rule:
@@ -173,7 +220,7 @@ class PolicyService(wisp.BaseService):
                     after=None,
                 )
             )
-        self.invalidate(old.guild_id)
+        await self._changed(old.guild_id)
         return old
 
     async def audit(self, guild_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -1,0 +1,75 @@
+"""Redis: one shared redis-py asyncio client as the ``redis`` service.
+
+Bundled plugin ``redis``; block it with ``-p no:redis``.  It does nothing
+until ``[redis] url`` (or ``WISP_REDIS_URL``) is set; then plugins that share
+state across processes (policy cache invalidation, rate limits) find the
+client with ``app.services.get("redis")`` and should start ``after`` it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import redis.asyncio as aioredis
+
+import wisp
+
+
+def _url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+
+
+@attrs.frozen
+class RedisConfig:
+    """``[redis]``: where the shared Redis is; empty means none."""
+
+    url: str = attrs.field(
+        default="", validator=_url, metadata={"env": "WISP_REDIS_URL", "secret": True}
+    )
+
+
+class RedisService(wisp.BaseService):
+    """Holds the client; ``client`` is a ``redis.asyncio.Redis``."""
+
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.client: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        self.client = aioredis.from_url(self.url)
+        try:
+            await self.client.ping()
+        except Exception:
+            await self.client.aclose()
+            self.client = None
+            raise
+        await super().start()
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        await super().stop()
+
+    async def health(self) -> wisp.Health:
+        if self.client is None:
+            return wisp.Health(False, "not started")
+        await self.client.ping()
+        return wisp.Health(True, "PING answered")
+
+
+@wisp.hookimpl
+def wisp_config_sections() -> dict[str, type[Any]]:
+    return {"redis": RedisConfig}
+
+
+@wisp.hookimpl
+def wisp_services(app: wisp.Wisp) -> Sequence[wisp.Service]:
+    config: RedisConfig = app.config.section(RedisConfig)
+    return [RedisService(config.url)] if config.url else []
