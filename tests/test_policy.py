@@ -298,3 +298,66 @@ async def test_a_change_reaches_other_processes_through_redis(project, database)
         async with asyncio.timeout(5):
             while (await two.explain("fun.dance", other)).decision.allowed:
                 await asyncio.sleep(0.01)
+
+
+async def test_the_resolution_table_through_the_database(project, database) -> None:
+    """Every case of tests/test_policy_engine.py, stored as rows and decided by the service."""
+    from sqlalchemy import delete
+
+    from test_policy_engine import CASES, DECLARED
+    from wisp.plugins.policy.models import PolicyRule
+
+    setup_project(project, database)
+    app = project.app(autoload=None)
+    async with app:
+        service = app.services.get("policy")
+        service.declared = dict(DECLARED)
+        db = app.services.get("db")
+        for name, capability, actor, rules, allowed, decider in CASES:
+            async with db.transaction() as s:
+                await s.execute(delete(PolicyRule))
+            service.invalidate()
+            stored = [await service.add(r) for r in rules]
+            explanation = await service.explain(capability, actor)
+            assert explanation.decision.allowed is allowed, name
+            if decider is None:
+                assert explanation.rule is None, name
+            else:
+                assert explanation.rule == stored[decider], name
+            fast = await service.explain(capability, actor, every_rule=False)
+            assert fast.decision == explanation.decision, name
+
+
+async def test_requires_capability_outside_commands(project, database) -> None:
+    setup_project(project, database)
+    app = project.app(autoload=None)
+
+    @wisp.requires_capability("vault.open")
+    async def open_vault(ctx: wisp.WispContext, amount: int) -> str:
+        return f"opened {amount}"
+
+    @wisp.command()
+    async def heist(ctx) -> str:
+        return await open_vault(ctx, 5)
+
+    class P:
+        @wisp.hookimpl
+        def wisp_commands(self):
+            return [heist]
+
+    app.register(P(), "heist")
+    async with app:
+        from wisp.plugins.policy.engine import Action, Rule, Scope
+
+        assert (
+            await app.call("heist", guild_id=GUILD, user_id=USER)
+        ).response.content == "opened 5"
+        await app.services.get("policy").add(
+            Rule("vault.*", Action.DENY, Scope.GUILD, GUILD, 0, GUILD)
+        )
+        out = await app.call("heist", guild_id=GUILD, user_id=USER)
+        assert isinstance(out.error, wisp.PermissionDenied) and out.error.capability == "vault.open"
+    with pytest.raises(RuntimeError, match="outside any invocation"):
+        await open_vault(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs an async function"):
+        wisp.requires_capability("x")(lambda: None)

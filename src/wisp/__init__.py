@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from wisp.app import Wisp
 from wisp.cli.commands import CliCommand
 from wisp.context import InvocationType, WispContext, current_context
-from wisp.decisions import Decision
+from wisp.decisions import Decision, requires_capability
 from wisp.errors import (
     ConfigError,
     ExternalServiceError,
@@ -74,4 +74,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "middleware",
+    "requires_capability",
 ]
