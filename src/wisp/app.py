@@ -281,6 +281,8 @@ class Wisp:
                 kwargs = {"app": self, "target": target}
                 try:
                     result = impl.function(*[kwargs[a] for a in impl.argnames])
+                except ConfigError:
+                    raise  # it names the bad key itself
                 except Exception as exc:
                     raise pm.blame(impl.plugin_name, "wisp_middleware", exc) from exc
                 items = (

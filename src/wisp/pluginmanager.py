@@ -42,7 +42,7 @@ import pluggy
 from loguru import logger
 
 from wisp import hookspecs
-from wisp.errors import PluginError
+from wisp.errors import ConfigError, PluginError
 from wisp.markers import PROJECT
 
 __all__ = ["Origin", "PluginFailure", "PluginInfo", "WispPluginManager"]
@@ -570,6 +570,8 @@ class WispPluginManager:
             start = time.perf_counter_ns()
             try:
                 result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except ConfigError:
+                raise  # it names the bad key itself
             except Exception as exc:
                 raise self.blame(impl.plugin_name, hookname, exc) from exc
             if self.tracing:

@@ -42,7 +42,9 @@ class RedisService(wisp.BaseService):
         self.client: aioredis.Redis | None = None
 
     async def start(self) -> None:
-        self.client = aioredis.from_url(self.url)
+        # A bounded pool that makes callers wait for a connection rather than fail.
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=50, timeout=10)
+        self.client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         try:
             await self.client.ping()
         except Exception:
