@@ -47,11 +47,12 @@ class Limit:
     rate: int
     period: float
     key: str = "user"
+    #: Seconds between calls once the burst is spent (computed once: it is read
+    #: on every check).
+    interval: float = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def interval(self) -> float:
-        """Seconds between calls once the burst is spent."""
-        return self.period / self.rate
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "interval", self.period / self.rate)
 
     def bucket(self, ctx: WispContext, command: str) -> str | None:
         """This call's bucket name, or None when the key does not apply (no guild)."""

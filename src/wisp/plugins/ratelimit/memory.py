@@ -27,6 +27,18 @@ class MemoryBackend:
         """Take one call from every bucket, or from none: 0.0, or seconds to wait."""
         now: float = self._clock()  # type: ignore[operator]
         tat = self._tat
+        if len(buckets) == 1:  # the common case, without the all-or-nothing bookkeeping
+            name, limit = buckets[0]
+            current = tat.get(name, now)
+            base = current if current > now else now
+            allow_at = base + limit.interval - limit.period
+            if allow_at > now:
+                return allow_at - now
+            tat[name] = base + limit.interval
+            tat.move_to_end(name)
+            if len(tat) > self.max_keys:
+                tat.popitem(last=False)
+            return 0.0
         updates = []
         wait = 0.0
         for name, limit in buckets:
