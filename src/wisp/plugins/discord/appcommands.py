@@ -49,8 +49,9 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _description(text: str, fallback: str) -> str:
-    text = (text or fallback).strip().splitlines()[0] if (text or fallback).strip() else fallback
-    return text[:100]
+    """The first line of ``text`` (or ``fallback``), within Discord's 100 characters."""
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else fallback)[:100]
 
 
 def _option(p: Param, command: Command) -> dict[str, Any]:

@@ -2364,13 +2364,27 @@ class FakeDiscord:
         return interaction, self.messages.get(interaction.original_message_id)
 
     async def _h_get_original(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._original(args)
+        return self._get_message(self._original(args))
+
+    async def _h_edit_original(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        return await self._edit_message(request, self._original(args))
+
+    async def _h_delete_original(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        return await self._delete_message(self._original(args))
+
+    # One behaviour for the original response and followups; only the lookup differs.
+
+    @staticmethod
+    def _get_message(found: tuple[FakeInteraction | None, JSON | None]) -> _Reply:
+        interaction, message = found
         if interaction is None:
             return _unknown("Webhook", 10015)
         return _Reply(200, message) if message is not None else _unknown("Message", 10008)
 
-    async def _h_edit_original(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._original(args)
+    async def _edit_message(
+        self, request: _ApiRequest, found: tuple[FakeInteraction | None, JSON | None]
+    ) -> _Reply:
+        interaction, message = found
         if interaction is None:
             return _unknown("Webhook", 10015)
         if message is None:
@@ -2380,8 +2394,8 @@ class FakeDiscord:
         await self._echo("MESSAGE_UPDATE", message)
         return _Reply(200, message)
 
-    async def _h_delete_original(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._original(args)
+    async def _delete_message(self, found: tuple[FakeInteraction | None, JSON | None]) -> _Reply:
+        interaction, message = found
         if interaction is None:
             return _unknown("Webhook", 10015)
         if message is None:
@@ -2433,31 +2447,13 @@ class FakeDiscord:
         return interaction, self.messages.get(message_id)
 
     async def _h_get_followup(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._followup(args)
-        if interaction is None:
-            return _unknown("Webhook", 10015)
-        return _Reply(200, message) if message is not None else _unknown("Message", 10008)
+        return self._get_message(self._followup(args))
 
     async def _h_edit_followup(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._followup(args)
-        if interaction is None:
-            return _unknown("Webhook", 10015)
-        if message is None:
-            return _unknown("Message", 10008)
-        body: JSON = request.json if isinstance(request.json, dict) else {}
-        self._apply_edit(message, body, request.files)
-        await self._echo("MESSAGE_UPDATE", message)
-        return _Reply(200, message)
+        return await self._edit_message(request, self._followup(args))
 
     async def _h_delete_followup(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
-        interaction, message = self._followup(args)
-        if interaction is None:
-            return _unknown("Webhook", 10015)
-        if message is None:
-            return _unknown("Message", 10008)
-        self.messages.pop(int(message["id"]), None)
-        await self._echo("MESSAGE_DELETE", message)
-        return _Reply(200, {})
+        return await self._delete_message(self._followup(args))
 
     # -- guilds and channels
 
