@@ -92,6 +92,7 @@ def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     assert hello == [
         "  1. [ 200] accesslog (plugin accesslog)",
         "  2. [ 300] feature-flags (plugin features)",
+        "  3. [ 500] ratelimit (plugin ratelimit)",  # a guild may set limits on any command
         "  -> handler hello",
     ]
 

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import wisp
+from wisp.cli.main import main
 from wisp.plugins.ratelimit.limits import Limit, LimitError, parse_limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
 
@@ -286,3 +287,89 @@ def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path) -> None:
         prefix_new = f"test:{uuid.uuid4().hex}:"
         script.write_text(script.read_text().replace(prefix, prefix_new))
         prefix = prefix_new
+
+
+# -- per-guild overrides --------------------------------------------------------
+
+
+async def test_a_guild_overrides_a_commands_limits(project, wisp_offline) -> None:
+    project.write(
+        "bot/wave.py",
+        """
+        import wisp
+
+        @wisp.command(rate_limit="2/60s per user", description="Wave.")
+        async def wave(ctx) -> str:
+            return "wave"
+    """,
+    )
+    project.write(
+        "wisp.toml",
+        '[wisp]\ncommand_paths = ["bot"]\n'
+        'plugins = ["storage", "policy", "discord", "ratelimit"]\n',
+    )
+    bot = await wisp_offline(project.app(autoload=None))
+    alice = bot.member_id("alice")
+    answer = await bot.slash("ratelimit set", {"command": "wave", "limits": "1/60s"}, user=alice)
+    assert answer.replies[0].startswith("You need the `ratelimit.manage` capability")
+    answer = await bot.slash("ratelimit set", {"command": "wave", "limits": "1/60s per user"})
+    assert answer.replies == ["`/wave` in this server: 1/60s per user. (ephemeral)"]
+    assert (await bot.slash("wave", user=alice)).replies == ["wave"]
+    assert (await bot.slash("wave", user=alice)).replies[0].startswith("Slow down")
+    answer = await bot.slash("ratelimit set", {"command": "wave", "limits": "none"})
+    assert answer.replies == ["`/wave` in this server: no limit. (ephemeral)"]
+    assert [(await bot.slash("wave", user=alice)).replies for _ in range(4)] == [["wave"]] * 4
+    answer = await bot.slash("ratelimit show")
+    assert answer.replies == ["/wave: no limit (ephemeral)"]
+    answer = await bot.slash("ratelimit set", {"command": "wave", "limits": "3/10 fortnights"})
+    assert "unknown unit 'fortnights'" in answer.replies[0]
+    answer = await bot.slash("ratelimit set", {"command": "nope", "limits": "1/s"})
+    assert answer.replies[0].startswith("No command `nope`")
+    answer = await bot.slash("ratelimit reset", {"command": "wave"})
+    assert answer.replies == ["`/wave` is back to its usual limits. (ephemeral)"]
+    bob = bot.member_id("bob")
+    replies = [(await bot.slash("wave", user=bob)).replies[0] for _ in range(3)]
+    assert replies[:2] == ["wave", "wave"] and replies[2].startswith("Slow down")
+
+
+async def test_guild_overrides_from_the_cli_reach_a_running_bot(
+    project, monkeypatch, capsys
+) -> None:
+    project.write(
+        "wisp.toml",
+        '[wisp]\nautoload = false\ncommand_paths = ["bot"]\n'
+        'plugins = ["storage", "ratelimit"]\n[ratelimit]\nguild_cache_seconds = 0\n',
+    )
+    project.write(
+        "bot/wave.py",
+        """
+        import wisp
+
+        @wisp.command(rate_limit="5/60s per guild")
+        async def wave(ctx) -> str:
+            return "wave"
+    """,
+    )
+    monkeypatch.chdir(project.root)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    app = project.app(autoload=None)
+    async with app:  # a bot already running while an operator changes the limit
+        assert (await app.call("wave", guild_id=7, user_id=1)).ok
+        code, out, _ = await asyncio.to_thread(
+            run, "ratelimit", "set", "wave", "1/60s per guild", "--guild", "7"
+        )
+        assert (code, out) == (0, "wave in guild 7: 1/60s per guild\n")
+        assert (await app.call("wave", guild_id=7, user_id=1)).ok  # a new bucket
+        assert isinstance((await app.call("wave", guild_id=7, user_id=2)).error, wisp.RateLimited)
+        assert (await app.call("wave", guild_id=8, user_id=2)).ok  # other guilds unaffected
+    code, out, _ = await asyncio.to_thread(run, "ratelimit", "show", "--guild", "7")
+    assert (code, out) == (0, "wave: 1/60s per guild\n")
+    code, _, err = await asyncio.to_thread(run, "ratelimit", "set", "wave", "0/s", "--guild", "7")
+    assert code == 2 and "'0/s': the number of calls must be at least 1" in err
+    code, out, _ = await asyncio.to_thread(run, "ratelimit", "reset", "wave", "--guild", "7")
+    assert (code, out) == (0, "wave in guild 7: reset\n")

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from wisp.app import Wisp
 from wisp.cli.commands import CliCommand
 from wisp.context import InvocationType, WispContext, current_context
-from wisp.decisions import Decision, requires_capability
+from wisp.decisions import Capability, Decision, requires_capability
 from wisp.errors import (
     ConfigError,
     ExternalServiceError,
@@ -41,6 +41,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BaseService",
     "CallNext",
+    "Capability",
     "Choice",
     "CliCommand",
     "Command",

@@ -11,10 +11,23 @@ import attrs
 from wisp._asyncutil import is_async_callable
 from wisp.context import WispContext, current_context
 
-__all__ = ["Decision", "requires_capability"]
+__all__ = ["Capability", "Decision", "requires_capability"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@attrs.frozen
+class Capability:
+    """A capability a plugin declares through ``wisp_capabilities``.
+
+    It lives in the kernel so any plugin can declare one without importing the
+    policy plugin; ``default`` applies when no rule matches.
+    """
+
+    name: str
+    description: str = ""
+    default: str = attrs.field(default="allow", validator=attrs.validators.in_(("allow", "deny")))
 
 
 @attrs.frozen

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from wisp.app import Wisp
     from wisp.cli.commands import CliCommand
     from wisp.context import InvocationType, WispContext
-    from wisp.decisions import Decision
+    from wisp.decisions import Capability, Decision
     from wisp.pipeline import Middleware
     from wisp.pluginmanager import WispPluginManager
     from wisp.services import Service
@@ -223,10 +223,11 @@ def wisp_policy_decide(ctx: WispContext, capability: str) -> Decision | None:
 
 
 @hookspec
-def wisp_capabilities() -> Sequence[Any] | None:
-    """Declare the capabilities a plugin defines (name, description, default).
+def wisp_capabilities() -> Sequence[Capability] | None:
+    """Declare the capabilities a plugin defines, as :class:`wisp.Capability`.
 
-    The policy plugin defines the record type.
+    The policy plugin reads them for each capability's default and for
+    ``/policy explain``; without it they are documentation.
 
     ``wispconf.py`` files: all.
     """

@@ -546,6 +546,10 @@ class WispPluginManager:
     def info(self, name: str) -> PluginInfo:
         return self._infos[name]
 
+    def has_plugin(self, name: str) -> bool:
+        """Whether a plugin of that name is registered (not blocked, not broken)."""
+        return name in self._infos
+
     def name_of(self, plugin: object) -> str | None:
         return self._pm.get_name(plugin)
 

@@ -37,6 +37,11 @@ def _check_name(app: wisp.Wisp, plugin: str) -> None:
 
 
 @wisp.hookimpl
+def wisp_capabilities() -> list[wisp.Capability]:
+    return [wisp.Capability("plugins.manage", "Switch plugins on and off per guild.", "deny")]
+
+
+@wisp.hookimpl
 def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
     plugin = target.plugin
     if target.kind != "command" or plugin is None or plugin in ALWAYS_ON:

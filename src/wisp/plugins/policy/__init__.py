@@ -46,7 +46,6 @@ def wisp_config_sections() -> dict[str, type[Any]]:
 def wisp_capabilities() -> list[Capability]:
     return [
         Capability("policy.manage", "Change policy rules.", Action.DENY),
-        Capability("plugins.manage", "Switch plugins on and off per guild.", Action.DENY),
     ]
 
 
@@ -62,8 +61,7 @@ def wisp_configure(app: wisp.Wisp) -> None:
         for cap in result:
             if not isinstance(cap, Capability):
                 raise wisp.PluginError(
-                    f"plugin {plugin!r} declared {cap!r}; expected "
-                    "wisp.plugins.policy.engine.Capability"
+                    f"plugin {plugin!r} declared {cap!r}; expected wisp.Capability"
                 )
             declared[cap.name] = cap
     config: PolicyConfig = app.config.section(PolicyConfig)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from wisp.decisions import Decision
+from wisp.decisions import Capability, Decision
 
 __all__ = [
     "ADMIN_PREFIXES",
@@ -57,15 +57,6 @@ class Scope(enum.IntEnum):
 class Action(enum.StrEnum):
     ALLOW = "allow"
     DENY = "deny"
-
-
-@attrs.frozen
-class Capability:
-    """A capability a plugin declares (``wisp_capabilities``)."""
-
-    name: str
-    description: str = ""
-    default: Action = Action.ALLOW
 
 
 @attrs.frozen
@@ -174,9 +165,9 @@ def resolve(
 def _default(capability: str, declared: Mapping[str, Capability]) -> Decision:
     cap = declared.get(capability)
     if cap is not None:
-        allowed = cap.default is Action.ALLOW
+        allowed = cap.default == Action.ALLOW
         return Decision(
-            allowed, f"no rule; {capability} defaults to {cap.default.value}", "default"
+            allowed, f"no rule; {capability} defaults to {Action(cap.default).value}", "default"
         )
     if capability.startswith(ADMIN_PREFIXES):
         return Decision.deny(

@@ -5,10 +5,12 @@ Bundled plugin ``ratelimit``; block it with ``-p no:ratelimit``.  A command
 declares its limits in metadata (``@wisp.command(rate_limit="3/10s per
 user")``, or a list: every bucket must pass, and a rejected call takes no
 token from any of them); ``[ratelimit.commands]`` overrides them by command
-name, ``[ratelimit] default`` applies to commands without any, and plugins add
-buckets through ``wisp_ratelimit_buckets``.  ``concurrency="1 per user"``
-caps calls in flight.  The middleware runs in the ``RATE_LIMIT`` band, after
-policy.  Bad limits fail start-up naming the command or config key.
+name, ``[ratelimit] default`` applies to commands without any, plugins add
+buckets through ``wisp_ratelimit_buckets``, and a guild's admins replace a
+command's limits in their guild with ``/ratelimit set`` (stored through the
+storage plugin's ``guild_data``; ``wisp ratelimit`` on the command line).
+``concurrency="1 per user"`` caps calls in flight.  The middleware runs in
+the ``RATE_LIMIT`` band, after policy.  Bad limits fail start-up naming the command or config key.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Literal
 import attrs
 
 import wisp
+from wisp.plugins.ratelimit.guildlimits import GuildLimits
 from wisp.plugins.ratelimit.limits import Limit, LimitError, parse_limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
 from wisp.targets import Target
@@ -43,13 +46,17 @@ class RateLimitConfig:
     default: list[str] = attrs.field(factory=list)
     #: Per command name, limits that replace the command's own.
     commands: dict[str, list[str]] = attrs.field(factory=dict)
+    #: Let guilds override limits (needs the storage plugin).
+    per_guild: bool = True
+    #: How long a process keeps a guild's overrides before reading them again.
+    guild_cache_seconds: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
 
 
 class RateLimitService(wisp.BaseService):
     """Owns the backend, built once the services it may need have started."""
 
     name = "ratelimit"
-    after = ("redis",)
+    after = ("redis", "guild_data")
 
     def __init__(self, app: wisp.Wisp, config: RateLimitConfig) -> None:
         super().__init__()
@@ -57,6 +64,7 @@ class RateLimitService(wisp.BaseService):
         self.config = config
         self.backend: Any = MemoryBackend(config.max_keys)
         self.in_flight: dict[str, int] = {}
+        self.guilds: GuildLimits | None = None
 
     async def start(self) -> None:
         if self.config.backend == "redis":
@@ -67,6 +75,10 @@ class RateLimitService(wisp.BaseService):
             from wisp.plugins.ratelimit.redisbackend import RedisBackend
 
             self.backend = RedisBackend(self.app.services.get("redis").client)
+        if self.config.per_guild and "guild_data" in self.app.services:
+            self.guilds = GuildLimits(
+                self.app.services.get("guild_data"), self.config.guild_cache_seconds
+            )
         await super().start()
 
 
@@ -99,6 +111,25 @@ def wisp_configure(app: wisp.Wisp) -> None:
 @wisp.hookimpl
 def wisp_services(app: wisp.Wisp) -> wisp.Service:
     return app.stash[_service]
+
+
+@wisp.hookimpl
+def wisp_capabilities() -> list[wisp.Capability]:
+    return [wisp.Capability("ratelimit.manage", "Change rate limits in a server.", "deny")]
+
+
+@wisp.hookimpl
+def wisp_commands() -> list[wisp.Command]:
+    from wisp.plugins.ratelimit.commands import COMMANDS
+
+    return COMMANDS
+
+
+@wisp.hookimpl
+def wisp_cli_commands() -> list[wisp.CliCommand]:
+    from wisp.plugins.ratelimit.cli import COMMANDS
+
+    return COMMANDS
 
 
 def _specs(value: Any) -> list[Any]:
@@ -156,15 +187,19 @@ def _concurrency(target: Target) -> tuple[int, str] | None:
 def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
     if target.kind != "command":
         return None
-    limits = limits_for(app, target)
+    own_limits = limits_for(app, target)
     concurrency = _concurrency(target)
-    if not limits and concurrency is None:
-        return None
     service = app.stash[_service]
+    per_guild = service.config.per_guild and app.pluginmanager.has_plugin("storage")
+    if not own_limits and concurrency is None and not per_guild:
+        return None
     command = target.name
     fail_open = service.config.on_redis_error == "open"
 
     async def rate_limit(ctx: wisp.WispContext, call_next: wisp.CallNext) -> Any:
+        limits = own_limits
+        if ctx.guild_id is not None and service.guilds is not None:
+            limits = (await service.guilds.for_guild(ctx.guild_id)).get(command, own_limits)
         if limits:
             buckets = [(b, lim) for lim in limits if (b := lim.bucket(ctx, command)) is not None]
             try:
