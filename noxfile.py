@@ -46,3 +46,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/offline_roundtrip.py")
     session.run("python", "benchmarks/policy.py")
     session.run("python", "benchmarks/ratelimit.py")
+    session.run("python", "benchmarks/resilience.py")

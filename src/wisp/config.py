@@ -320,6 +320,12 @@ class _Structurer:
             shown: Any = given
             if _is_secret(field):
                 shown = Hidden(type(given).__name__)
+            if field.converter is not None:
+                # The field converts its own input (import strings, say): the
+                # class's constructor runs converter and validator, and its
+                # error names the field.
+                values[field.alias or name] = given
+                continue
             if attrs.has(tp) and isinstance(given, Mapping):
                 value, sub = self.structure(tp, given, path)
                 problems.extend(sub)
@@ -401,6 +407,17 @@ class Config:
             if isinstance(value, key):
                 return value
         raise KeyError(f"no configuration section of type {key.__name__}")
+
+    def structure_part(
+        self, section: str, keys: tuple[str, ...], cls: type[T], raw: Mapping[str, Any]
+    ) -> tuple[T | None, list[str]]:
+        """Build ``cls`` from ``raw``, a table found at ``[section.keys...]``.
+
+        For sections whose sub-tables take a type chosen at run time (a
+        resilience step's pattern): problems name the full dotted path and
+        the file line, as for the section itself.
+        """
+        return _Structurer(self.source, section).structure(cls, raw, keys)
 
     def as_dict(self) -> dict[str, Any]:
         """Every section as plain data, secrets redacted: safe to print or log."""

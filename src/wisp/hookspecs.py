@@ -268,12 +268,30 @@ def wisp_ratelimit_backend(app: Wisp) -> Any | None:
 
 
 @hookspec
+def wisp_resilience_patterns() -> Sequence[Any] | None:
+    """Return the resilience pattern kinds this plugin provides.
+
+    Each item is a ``wisp.plugins.resilience.api.PatternKind``: the name a
+    policy step uses (``pattern = "breaker"``), its attrs config class and a
+    factory.  Every bundled pattern (breaker, retry, timeout, ...) is a plugin
+    implementing this hook, so blocking one removes just that kind.
+
+    ``wispconf.py`` files: all (the root one; pattern kinds are global).
+    """
+
+
+@hookspec
 def wisp_resilience_policies(app: Wisp) -> Mapping[str, Any] | None:
-    """Return named resilience policies: ``{"name": policy}``.
+    """Return named resilience policies: ``{"name": steps}``.
 
-    Commands name one in ``metadata["resilience"]``.
+    ``steps`` is a list of pattern configs (``BreakerConfig(...)``) or
+    ``{"pattern": "breaker", ...}`` tables, outermost first, exactly like a
+    ``[[resilience.policies.NAME]]`` array in ``wisp.toml``.  Config wins over
+    a plugin for the same name.  Commands name a policy in
+    ``metadata["resilience"]``; code reaches one through the ``resilience``
+    service.
 
-    :param app: The application.
+    :param app: The application, configured.
 
     ``wispconf.py`` files: all.
     """
@@ -283,9 +301,12 @@ def wisp_resilience_policies(app: Wisp) -> Mapping[str, Any] | None:
 def wisp_resilience_event(event: Any) -> None:
     """A resilience pattern changed state or recorded an outcome.
 
-    Delivered off the call path; do not block.
+    Delivered by the event loop after the call step that caused it, never
+    inside it; return quickly.  Implementing this hook makes every pattern
+    build events for every call, so prefer state changes
+    (``event.kind is EventKind.STATE_CHANGED``) for anything costly.
 
-    :param event: The typed event (defined by the resilience plugins).
+    :param event: A ``wisp.plugins.resilience.api.ResilienceEvent``.
 
     ``wispconf.py`` files: all.
     """

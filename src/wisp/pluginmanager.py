@@ -57,6 +57,7 @@ RUNTIME_HOOKS = frozenset(
         "wisp_startup",
         "wisp_shutdown",
         "wisp_run",
+        "wisp_resilience_event",
     }
 )
 #: Hooks a nested ``wispconf.py`` receives only for targets under its directory.
