@@ -309,3 +309,39 @@ async def test_retry_outside_an_open_breaker_gives_up_at_once() -> None:
     # two real attempts open the breaker; its 30 s retry_after is over
     # max_retry_after (10 s), so retry stops instead of sleeping through it
     assert calls == 2 and slept == [0.01, 0.02]
+
+
+async def test_policy_emitter_hears_its_patterns_and_patterns_decorate() -> None:
+    from wisp.plugins.resilience.api import Policy, ResilienceEvent, global_bus
+    from wisp.plugins.resilience.breaker import CircuitBreaker
+
+    first = CircuitBreaker(BreakerConfig(failure_threshold=1), policy="a")
+    other = CircuitBreaker(BreakerConfig(failure_threshold=1), policy="b")
+    policy_a, policy_b = Policy("a", [first]), Policy("b", [other])
+    heard_a: list[ResilienceEvent] = []
+    heard_all: list[ResilienceEvent] = []
+    policy_a.events.add_listener(heard_a.append)
+    global_bus.add_listener(heard_all.append)
+    try:
+
+        async def down() -> None:
+            raise ConnectionError
+
+        for policy in (policy_a, policy_b):
+            with pytest.raises(ConnectionError):
+                await policy.call(down)
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        global_bus.remove_listener(heard_all.append)
+    assert {e.policy for e in heard_a} == {"a"}
+    assert {e.policy for e in heard_all} == {"a", "b"}
+
+    @first
+    async def fine() -> str:
+        return "fine"
+
+    first.reset()
+    assert await fine() == "fine"
+    with pytest.raises(TypeError, match="async callables only"):
+        first(lambda: None)

@@ -114,8 +114,9 @@ class EventBus:
 
     ``emit`` schedules delivery with ``loop.call_soon``: the caller never waits
     for a listener.  A listener may be sync or async; one that raises is
-    logged and the others still run.  A bus forwards to its ``parent`` (the
-    global bus), so a listener there hears every pattern.  ``active`` is true
+    logged and the others still run.  A bus forwards to its ``parent``: a
+    pattern's bus to its policy's, a policy's to the global bus, so a
+    listener hears everything below it.  ``active`` is true
     when someone listens here or above: patterns check it before building an
     event, so nobody listening costs nothing.
     """
@@ -131,6 +132,14 @@ class EventBus:
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+        self._refresh()
+
+    def set_parent(self, parent: EventBus) -> None:
+        """Forward to ``parent`` instead (a pattern joining a policy)."""
+        if self._parent is not None:
+            self._parent._children.discard(self)
+        self._parent = parent
+        parent._children.add(self)
         self._refresh()
 
     def remove_listener(self, listener: Listener) -> None:
@@ -525,6 +534,10 @@ class Pattern:
         """State and counters for ``wisp resilience status``."""
         return {}
 
+    def __call__(self, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        """Use the pattern alone as a decorator; async callables only."""
+        return _decorate(f"pattern {self.name!r}", self.bind, func)
+
     async def start(self, services: Any = None) -> None:
         """Connect shared state (Redis) once services run."""
 
@@ -599,6 +612,22 @@ class PatternKind:
 # -- policies -----------------------------------------------------------------------
 
 
+def _decorate(
+    what: str, bind: Callable[[AsyncFn], AsyncFn], func: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    if not is_async_callable(func):
+        raise TypeError(
+            f"{what} wraps async callables only; "
+            f"{getattr(func, '__qualname__', func)!r} is not async"
+        )
+    bound: Callable[..., Awaitable[T]] = bind(func)
+    if inspect.isfunction(func) or inspect.ismethod(func):
+        return functools.wraps(func)(bound)
+    # An object with an async __call__: no __wrapped__ pointing at the
+    # instance, or is_async_callable would follow it and say "not async".
+    return bound
+
+
 class Policy:
     """Patterns applied in order, the first outermost.
 
@@ -612,6 +641,11 @@ class Policy:
         self.name = name
         self.patterns = list(patterns)
         self.description = description
+        #: Events of every pattern in this policy (they forward here, then to
+        #: the global bus).
+        self.events = EventBus(global_bus)
+        for pattern in self.patterns:
+            pattern.events.set_parent(self.events)
         self._guards: contextvars.ContextVar[tuple[contextlib.AsyncExitStack, ...]] = (
             contextvars.ContextVar(f"wisp_policy_{name}", default=())
         )
@@ -624,17 +658,7 @@ class Policy:
 
     def __call__(self, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         """Decorate an async function (or an object with an async ``__call__``)."""
-        if not is_async_callable(func):
-            raise TypeError(
-                f"resilience policy {self.name!r} wraps async callables only; "
-                f"{getattr(func, '__qualname__', func)!r} is not async"
-            )
-        bound = self.bind(func)
-        if inspect.isfunction(func) or inspect.ismethod(func):
-            return functools.wraps(func)(bound)
-        # An object with an async __call__: no __wrapped__ pointing at the
-        # instance, or is_async_callable would follow it and say "not async".
-        return bound
+        return _decorate(f"resilience policy {self.name!r}", self.bind, func)
 
     async def call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run ``func(*args, **kwargs)`` through the policy once."""
