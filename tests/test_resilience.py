@@ -110,6 +110,10 @@ async def test_code_uses_a_policy_from_the_service_and_plugins_declare_policies(
             "resilience.policies.api[0].failure_rate: failure_rate must be in (0, 1]; got 2.0 (at ",
         ),
         (
+            '[[resilience.policies.api]]\npattern = "breaker"\nfailure_rate = 2.0\n',
+            "wisp.toml:3) (pattern breaker)",
+        ),
+        (
             '[[resilience.policies.api]]\npattern = "breaker"\nfailure_treshold = 3\n',
             "resilience.policies.api[0].failure_treshold: unknown key",
         ),
@@ -345,3 +349,45 @@ async def test_policy_emitter_hears_its_patterns_and_patterns_decorate() -> None
     assert await fine() == "fine"
     with pytest.raises(TypeError, match="async callables only"):
         first(lambda: None)
+
+
+async def test_fields_checked_against_each_other_work_from_wisp_toml(project) -> None:
+    plugins = [*PATTERNS, "backpressure", "adaptive"]
+    project.write(
+        "wisp.toml",
+        '[[resilience.policies.bad]]\npattern = "backpressure"\nhigh_water = 10\nlow_water = 12\n',
+    )
+    with pytest.raises(wisp.ConfigError, match=r"resilience\.policies\.bad\[0\]: .*low_water"):
+        project.app(plugins=plugins).configure()
+    project.write(
+        "wisp.toml",
+        '[[resilience.policies.raid]]\npattern = "backpressure"\nhigh_water = 10\n'
+        "low_water = 4\n"
+        '[[resilience.policies.api]]\npattern = "adaptive"\nmax_limit = 50\n',
+    )
+    app = project.app(plugins=plugins)
+    async with app:
+        service = app.services.get("resilience")
+        assert service.policy("raid").patterns[0].config.low_water == 4
+        assert service.policy("api").patterns[0].config.max_limit == 50
+
+
+async def test_a_breaker_outside_a_bulkhead_ignores_its_refusals() -> None:
+    from wisp.plugins.resilience.api import BulkheadFull, Policy
+    from wisp.plugins.resilience.breaker import CircuitBreaker
+    from wisp.plugins.resilience.bulkhead import Bulkhead, BulkheadConfig
+
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1))
+    policy = Policy("p", [breaker, Bulkhead(BulkheadConfig(max_concurrent=1))])
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    first = asyncio.create_task(policy.call(slow))
+    await asyncio.sleep(0)
+    with pytest.raises(BulkheadFull):
+        await policy.call(slow)
+    gate.set()
+    await first
+    assert breaker.state is BreakerState.CLOSED and breaker.ignored == 1

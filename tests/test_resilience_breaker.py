@@ -488,3 +488,96 @@ async def test_shared_half_open_probes_are_counted_across_breakers() -> None:
             await b.stop()
         for client in clients:
             await client.aclose()
+
+
+async def test_user_errors_do_not_count_and_raise_as_keeps_the_kind_message() -> None:
+    import wisp
+
+    b = breaker(failure_threshold=1)
+
+    async def typo() -> None:
+        raise wisp.UserError("No such user.")
+
+    for _ in range(3):
+        with pytest.raises(wisp.UserError):
+            await b.bind(typo)()
+    assert b.state is BreakerState.CLOSED and b.ignored == 3
+
+    class Unavailable(wisp.ExternalServiceError):
+        pass
+
+    c = breaker(failure_threshold=1, raise_as=Unavailable)
+    with pytest.raises(Boom):
+        await c.bind(boom)()
+    with pytest.raises(Unavailable) as info:
+        await c.bind(ok)()
+    assert info.value.safe_message.startswith("This feature is taking a short break")
+    assert "p.breaker is open" in str(info.value)  # the detail stays in the logs
+    assert BreakerConfig(failure_threshold=0, failure_rate=0.5).failure_threshold is None
+
+
+class _Services(dict):  # type: ignore[type-arg]
+    def get(self, name: str) -> object:
+        return self[name]
+
+
+class _Redis:
+    def __init__(self, client: object) -> None:
+        self.client = client
+
+
+async def test_a_dead_probers_probe_is_handed_out_again() -> None:
+    url = _need_redis()
+    import redis.asyncio as aioredis
+
+    from wisp.plugins.resilience.breaker import _PROBE
+
+    name = f"dead-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(url)
+    config = BreakerConfig(name=name, failure_threshold=1, open_seconds=0.3, shared=True)
+    a, b = CircuitBreaker(config), CircuitBreaker(config)
+    try:
+        for x in (a, b):
+            await x.start(_Services(redis=_Redis(client)))
+        with pytest.raises(Boom):
+            await a.bind(boom)()
+        await asyncio.sleep(0.35)
+        assert a._shared is not None and b._shared is not None
+        assert await a._shared.admit(a) == _PROBE  # ...and "a" dies holding it
+        with pytest.raises(CircuitOpen):
+            await b.bind(ok)()
+        await asyncio.sleep(0.35)  # the probe's time is up
+        assert await b.bind(ok)() == "ok"
+        await asyncio.sleep(0.1)
+        assert b.state is BreakerState.CLOSED
+    finally:
+        for x in (a, b):
+            await x.stop()
+        await client.aclose()
+
+
+async def test_a_lost_subscription_is_restored_and_resynced(log_lines) -> None:
+    url = _need_redis()
+    import redis.asyncio as aioredis
+
+    name = f"resub-{uuid.uuid4().hex[:8]}"
+    listening, other = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
+    config = BreakerConfig(name=name, failure_threshold=1, open_seconds=30, shared=True)
+    watcher, opener = CircuitBreaker(config), CircuitBreaker(config)
+    try:
+        await watcher.start(_Services(redis=_Redis(listening)))
+        await opener.start(_Services(redis=_Redis(other)))
+        await other.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        with pytest.raises(Boom):
+            await opener.bind(boom)()
+        for _ in range(60):
+            if watcher.state is BreakerState.OPEN:
+                break
+            await asyncio.sleep(0.1)
+        assert watcher.state is BreakerState.OPEN
+        assert any("lost the Redis subscription" in r["message"] for r in log_lines)
+    finally:
+        for x in (watcher, opener):
+            await x.stop()
+        for c in (listening, other):
+            await c.aclose()

@@ -168,12 +168,17 @@ def _toml_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map table and key paths to their line numbers (a light scan, no parser)."""
     out: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()
-    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
     keyline = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
+    arrays: dict[tuple[str, ...], int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         if m := header.match(line):
-            table = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
+            table = tuple(p.strip().strip("\"'") for p in m.group(2).split("."))
             out.setdefault(table, lineno)
+            if m.group(1) == "[[":  # the n-th table of an array: "name[n]"
+                n = arrays[table] = arrays.get(table, -1) + 1
+                table = (*table[:-1], f"{table[-1]}[{n}]")
+                out.setdefault(table, lineno)
         elif m := keyline.match(line):
             key = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
             out.setdefault(table + key, lineno)
@@ -346,6 +351,8 @@ class _Structurer:
                 except (ValueError, TypeError) as exc:
                     problems.append(f"{dotted}.{name}: {exc}; got {shown!r} ({origin})")
                     continue
+                except AttributeError:
+                    pass  # it compares with other fields: the constructor runs it
             values[field.alias or name] = value
         for name, field in fields.items():
             missing = field.default is attrs.NOTHING and (field.alias or name) not in values

@@ -28,7 +28,7 @@ import attrs
 from loguru import logger
 
 from wisp._asyncutil import is_async_callable
-from wisp.errors import ExternalServiceError
+from wisp.errors import ExternalServiceError, NotFound, PermissionDenied, UserError, WispError
 
 __all__ = [
     "AsyncFn",
@@ -392,7 +392,10 @@ class PatternConfig:
 
     ``handled`` and ``ignored`` say which exceptions count as failures (the
     breaker records them, retry retries them, fallback replaces them);
-    ``predicate(exc)`` narrows further.  ``CancelledError`` never counts.
+    ``predicate(exc)`` narrows further.  ``CancelledError`` never counts, and
+    by default neither do the errors a user causes (``UserError``,
+    ``PermissionDenied``, ``NotFound``): two typos must not open a breaker
+    for everyone.
     When the pattern fails a call, ``on_failure(FailureContext)`` runs
     (errors in it are logged, never raised), then ``transform(ctx)`` or
     ``raise_as`` choose what is raised instead of the pattern's own error.
@@ -400,7 +403,9 @@ class PatternConfig:
 
     name: str | None = None
     handled: tuple[type[BaseException], ...] = attrs.field(default=(Exception,), converter=_handled)
-    ignored: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_ignored)
+    ignored: tuple[type[BaseException], ...] = attrs.field(
+        default=(UserError, PermissionDenied, NotFound), converter=_ignored
+    )
     predicate: Callable[[BaseException], bool] | None = attrs.field(
         default=None, converter=_predicate
     )
@@ -584,8 +589,14 @@ class Pattern:
                 )
                 return default
         if config.raise_as is not None:
-            message = str(default) or reason.value
-            return config.raise_as(message)
+            if issubclass(config.raise_as, WispError):
+                # Users see safe_message: keep the kind one, not internal detail.
+                safe = default.safe_message if isinstance(default, WispError) else None
+                try:
+                    return config.raise_as(safe, detail=str(default) or reason.value)
+                except TypeError:  # a subclass with its own signature
+                    pass
+            return config.raise_as(str(default) or reason.value)
         return default
 
 

@@ -32,14 +32,18 @@ import attrs
 from loguru import logger
 
 import wisp
+from wisp.errors import NotFound, PermissionDenied, UserError
 from wisp.plugins.resilience.api import (
     AsyncFn,
+    BulkheadFull,
     CircuitOpen,
     EventKind,
+    LoadShed,
     Pattern,
     PatternConfig,
     PatternKind,
     Reason,
+    _ignored,
     generate_wrapper,
 )
 
@@ -75,6 +79,10 @@ def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be at least 1")
 
 
+def _zero_is_none(value: Any) -> Any:
+    return None if value == 0 and not isinstance(value, bool) else value
+
+
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{attribute.name} must be greater than 0")
@@ -82,8 +90,11 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 @attrs.frozen(kw_only=True)
 class BreakerConfig(PatternConfig):
-    #: Consecutive failures that open the breaker; None turns the count off.
-    failure_threshold: int | None = attrs.field(default=5, validator=_at_least_one)
+    #: Consecutive failures that open the breaker; 0 or None turns the count off
+    #: (TOML has no null: write 0 when a rate alone should decide).
+    failure_threshold: int | None = attrs.field(
+        default=5, converter=_zero_is_none, validator=_at_least_one
+    )
     #: Failure rate over the window (0-1] that opens it, once ``min_calls`` are in it.
     failure_rate: float | None = attrs.field(default=None, validator=_rate)
     #: A call slower than this counts as slow.
@@ -103,6 +114,12 @@ class BreakerConfig(PatternConfig):
     mode: Literal["normal", "forced_open", "disabled", "metrics_only"] = "normal"
     #: Keep the open state and the probes in Redis, shared by every process.
     shared: bool = False
+    #: As for every pattern (errors users cause), plus refusals by this bot's own
+    #: bulkheads and load shedding: the dependency did not fail, the bot was busy.
+    ignored: tuple[type[BaseException], ...] = attrs.field(
+        default=(UserError, PermissionDenied, NotFound, BulkheadFull, LoadShed),
+        converter=_ignored,
+    )
 
     def __attrs_post_init__(self) -> None:
         if (
@@ -530,6 +547,9 @@ end
 return 1
 """
 # Returns {decision, ms}: 0 refused (ms until it may probe), 1 closed, 2 a probe.
+# ARGV: channel, name, open ms, probes.  Probes unanswered for the open period
+# (their process died) are handed out again, so a dead prober cannot keep the
+# breaker half-open.
 _LUA_ADMIT = (
     _LUA_NOW
     + """
@@ -538,8 +558,10 @@ if not s[1] then return {1, 0} end
 if s[1] == 'open' then
   local left = tonumber(s[2]) - now
   if left > 0 then return {0, left} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open')
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'until', now + tonumber(ARGV[3]))
   redis.call('PUBLISH', ARGV[1], ARGV[2])
+elseif tonumber(redis.call('HGET', KEYS[1], 'probes')) <= 0 and now > tonumber(s[2]) then
+  redis.call('HSET', KEYS[1], 'probes', ARGV[4], 'ok', 0, 'until', now + tonumber(ARGV[3]))
 end
 if tonumber(redis.call('HGET', KEYS[1], 'probes')) > 0 then
   redis.call('HINCRBY', KEYS[1], 'probes', -1)
@@ -608,9 +630,9 @@ class _Hub:
     async def attach(self, breaker: CircuitBreaker) -> None:
         self.breakers[breaker.name] = breaker
         if self._listener is None:
-            pubsub = self.client.pubsub()
-            await pubsub.subscribe(CHANNEL)
-            self._listener = asyncio.create_task(self._listen(pubsub))
+            subscribed = asyncio.get_running_loop().create_future()
+            self._listener = asyncio.create_task(self._listen(subscribed))
+            await subscribed
 
     async def detach(self, breaker: CircuitBreaker) -> None:
         self.breakers.pop(breaker.name, None)
@@ -620,21 +642,49 @@ class _Hub:
                 await self._listener
             self._listener = None
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                data = message["data"]
-                name = data.decode() if isinstance(data, bytes) else str(data)
-                breaker = self.breakers.get(name)
-                if breaker is not None and breaker._shared is not None:
-                    try:
-                        await breaker._shared.sync()
-                    except Exception as exc:
-                        logger.warning("breaker {}: cannot read shared state: {}", name, exc)
-        finally:
-            await pubsub.aclose()
+    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
+        """Follow other processes' changes; resubscribe (and resync) after a lost
+        connection, logging each loss, until cancelled."""
+        delay = 0.5
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if not subscribed.done():
+                    subscribed.set_result(None)
+                else:  # reconnected: changes may have been missed
+                    for breaker in list(self.breakers.values()):
+                        if breaker._shared is not None:
+                            await breaker._shared.sync()
+                delay = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self._changed(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not subscribed.done():
+                    subscribed.set_exception(exc)
+                    return
+                logger.warning(
+                    "shared breakers: lost the Redis subscription ({}); retrying in {}s",
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _changed(self, data: Any) -> None:
+        name = data.decode() if isinstance(data, bytes) else str(data)
+        breaker = self.breakers.get(name)
+        if breaker is not None and breaker._shared is not None:
+            try:
+                await breaker._shared.sync()
+            except Exception as exc:
+                logger.warning("breaker {}: cannot read shared state: {}", name, exc)
 
 
 class _SharedState:
@@ -684,8 +734,8 @@ class _SharedState:
             return
         state, ms = (x.decode() if isinstance(x, bytes) else x for x in result)
         b = self.breaker
-        if b.state in (BreakerState.FORCED_OPEN, BreakerState.DISABLED):
-            return  # an operator's local override wins
+        if b.state in (_FORCED_OPEN, _DISABLED, _METRICS_ONLY):
+            return  # a local mode wins over the shared state
         if state == "open":
             b._transition(BreakerState.OPEN, seconds=int(ms) / 1000, why="shared")
             b.open_until = b._clock() + int(ms) / 1000
@@ -695,7 +745,10 @@ class _SharedState:
             b._transition(BreakerState.CLOSED, why="shared")
 
     async def admit(self, b: CircuitBreaker) -> int:
-        result = await self._run("admit", [CHANNEL, b.name])
+        result = await self._run(
+            "admit",
+            [CHANNEL, b.name, round(b.config.open_seconds * 1000), b.config.half_open_calls],
+        )
         if result is None:
             return b._before()
         decision, ms = (int(x) for x in result)
@@ -723,7 +776,13 @@ class _SharedState:
         else:
             b.ignored += 1
         state = await self._run("probed", [verdict, b.config.half_open_calls, CHANNEL, b.name])
-        if state in (b"closed", "closed"):
+        if state is None:  # Redis is down: this process decides alone
+            if exc is None:
+                b.successes -= 1  # _after counts it again
+            else:
+                b.ignored -= 1
+            b._after(_PROBE, exc, seconds)
+        elif state in (b"closed", "closed"):
             b._transition(BreakerState.CLOSED, why="probes succeeded")
 
 

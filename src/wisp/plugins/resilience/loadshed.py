@@ -325,8 +325,12 @@ class LoadShedder(Pattern):
             self._start_sampler()
 
     async def stop(self) -> None:
-        """Cancel the sampler; calls no longer start it (until :meth:`start`)."""
+        """Cancel the sampler; calls no longer start it (until :meth:`start`).
+
+        With no sampler, no measurement can end an overload: clear it.
+        """
         self._lazy_start = False
+        self.overloaded = False
         task, self._sampler = self._sampler, None
         if task is not None and not task.done():
             task.cancel()

@@ -168,6 +168,13 @@ class Retry(Pattern):
                     return result
                 exc = None
             self.exhausted += 1
+            if self.events.active:
+                self.emit(
+                    EventKind.FAILURE,
+                    reason=Reason.RETRIES_EXHAUSTED,
+                    exception=exc,
+                    metadata={"attempts": attempt},
+                )
             if exc is None:
                 return result  # the last result was rejected: it is still the best answer
             raised = self.failure(Reason.RETRIES_EXHAUSTED, exc, exc, attempts=attempt)
