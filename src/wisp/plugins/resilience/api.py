@@ -594,9 +594,16 @@ class Pattern:
                 safe = default.safe_message if isinstance(default, WispError) else None
                 try:
                     return config.raise_as(safe, detail=str(default) or reason.value)
-                except TypeError:  # a subclass with its own signature
+                except Exception:  # a subclass with its own signature (RateLimited)
                     pass
-            return config.raise_as(str(default) or reason.value)
+            try:
+                return config.raise_as(str(default) or reason.value)
+            except Exception:
+                logger.opt(exception=True).error(
+                    "raise_as of {}: cannot build {}; raising the pattern's own error",
+                    self.name,
+                    config.raise_as.__name__,
+                )
         return default
 
 

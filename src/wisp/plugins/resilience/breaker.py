@@ -632,7 +632,11 @@ class _Hub:
         if self._listener is None:
             subscribed = asyncio.get_running_loop().create_future()
             self._listener = asyncio.create_task(self._listen(subscribed))
-            await subscribed
+            try:
+                await subscribed
+            except BaseException:
+                self._listener = None  # the next breaker to attach tries again
+                raise
 
     async def detach(self, breaker: CircuitBreaker) -> None:
         self.breakers.pop(breaker.name, None)
