@@ -27,10 +27,12 @@ from wisp.targets import (
     Choice,
     Command,
     EventHandler,
+    JobHandler,
     Param,
     ParamType,
     command,
     event_handler,
+    job,
 )
 
 try:
@@ -51,6 +53,7 @@ __all__ = [
     "ExternalServiceError",
     "Health",
     "InvocationType",
+    "JobHandler",
     "Middleware",
     "NotFound",
     "Order",
@@ -74,6 +77,7 @@ __all__ = [
     "event_handler",
     "hookimpl",
     "hookspec",
+    "job",
     "middleware",
     "requires_capability",
 ]

@@ -21,6 +21,7 @@ from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
 import attrs
+import cattrs
 from loguru import logger
 
 from wisp.compiling import CompiledTarget, call_each, call_first, implementations
@@ -34,7 +35,7 @@ from wisp.pluginmanager import Origin, WispPluginManager
 from wisp.responses import Outcome, Response
 from wisp.services import ServiceRegistry
 from wisp.stash import Stash
-from wisp.targets import Command, EventHandler, Target
+from wisp.targets import Command, EventHandler, JobHandler, Target
 
 __all__ = ["State", "Wisp"]
 
@@ -105,7 +106,7 @@ class Wisp:
         self.stash = Stash()
         self.commands: dict[str, Command] = {}
         self.event_handlers: list[EventHandler] = []
-        self.job_handlers: dict[str, Any] = {}
+        self.job_handlers: dict[str, JobHandler] = {}
         self._handlers_by_event: dict[str, list[EventHandler]] = {}
         self._compiled: dict[Target, CompiledTarget] = {}
         self._make_context: tuple[Any, ...] = ()
@@ -221,21 +222,40 @@ class Wisp:
             if isinstance(info.plugin, ModuleType):
                 path = info.path
                 for value in vars(info.plugin).values():
-                    if isinstance(value, Command | EventHandler) and (
+                    if isinstance(value, Command | EventHandler | JobHandler) and (
                         path is None or value.source is None or value.source == path
                     ):
                         found.append((info.name, value))
         for hookname in ("wisp_commands", "wisp_event_handlers"):
             for plugin_name, result in self.pluginmanager.results(hookname, app=self):
                 found.extend((plugin_name, item) for item in result)
+        for plugin_name, result in self.pluginmanager.results("wisp_job_handlers", app=self):
+            for job_type, handler in result.items():
+                if not isinstance(handler, JobHandler):
+                    handler = JobHandler(job_type, handler)
+                elif handler.type != job_type:
+                    raise PluginError(
+                        f"plugin {plugin_name!r} returned the handler of job type "
+                        f"{handler.type!r} under the key {job_type!r}"
+                    )
+                found.append((plugin_name, handler))
         for plugin_name, item in found:
-            if not isinstance(item, Command | EventHandler):
+            if not isinstance(item, Command | EventHandler | JobHandler):
                 raise PluginError(
                     f"plugin {plugin_name!r} returned {item!r}, "
-                    "which is neither a Command nor an EventHandler"
+                    "which is not a Command, an EventHandler or a JobHandler"
                 )
             item = attrs.evolve(item, plugin=item.plugin or plugin_name)
-            if isinstance(item, Command):
+            if isinstance(item, JobHandler):
+                if item.type in self.job_handlers:
+                    first = self.job_handlers[item.type]
+                    raise PluginError(
+                        f"job type {item.type!r} has two handlers: from plugin "
+                        f"{first.plugin!r} ({first.source}) and from plugin {item.plugin!r} "
+                        f"({item.source})"
+                    )
+                self.job_handlers[item.type] = item
+            elif isinstance(item, Command):
                 if item.name in self.commands:
                     other = self.commands[item.name]
                     raise PluginError(
@@ -248,14 +268,6 @@ class Wisp:
         self.event_handlers.sort(key=lambda h: h.priority)
         for handler in self.event_handlers:
             self._handlers_by_event.setdefault(handler.event, []).append(handler)
-        for plugin_name, result in self.pluginmanager.results("wisp_job_handlers", app=self):
-            for job_type, handler in result.items():
-                if job_type in self.job_handlers:
-                    raise PluginError(
-                        f"job type {job_type!r} has two handlers; the second "
-                        f"comes from plugin {plugin_name!r}"
-                    )
-                self.job_handlers[job_type] = handler
 
     # -- compilation ------------------------------------------------------------
 
@@ -302,6 +314,11 @@ class Wisp:
         endpoint: CallNext
         if isinstance(target, Command) and not target.params:
             endpoint = handler  # type: ignore[assignment]  # no options to spread
+        elif isinstance(target, JobHandler):
+
+            def endpoint(ctx: WispContext) -> Any:
+                return handler(ctx, ctx.options["payload"])  # type: ignore[misc]
+
         else:
 
             def endpoint(ctx: WispContext) -> Any:
@@ -317,8 +334,8 @@ class Wisp:
         )
 
     def targets(self) -> list[Target]:
-        """Every command, then every event handler."""
-        return [*self.commands.values(), *self.event_handlers]
+        """Every command, then every event handler, then every job handler."""
+        return [*self.commands.values(), *self.event_handlers, *self.job_handlers.values()]
 
     def compiled(self, target: Target) -> CompiledTarget:
         """The compiled form of ``target`` (see ``wisp plugins --pipeline``)."""
@@ -455,7 +472,7 @@ class Wisp:
                 result = await compiled.chain(ctx)
             except Exception as exc:
                 return await self._failure(ctx, compiled, exc)
-            return Outcome(ctx.request_id, Response.of(result))
+            return Outcome(ctx.request_id, Response.of(result), None, result)
         finally:
             _current.reset(token)
 
@@ -519,6 +536,48 @@ class Wisp:
                 return await self._failure(ctx, self._compiled[command], exc)
             finally:
                 _current.reset(token)
+        return await self.invoke(ctx)
+
+    async def run_job(
+        self,
+        job_type: str,
+        payload: Any,
+        *,
+        job_id: str | None = None,
+        attempt: int = 1,
+        guild_id: int | None = None,
+        user_id: int | None = None,
+    ) -> Outcome:
+        """Run the handler of ``job_type`` on ``payload`` (JSON as stored) through
+        its pipeline; a context of type ``job``.  The outcome's ``error`` is the
+        exception, if any: retrying is the caller's business."""
+        try:
+            handler = self.job_handlers[job_type]
+        except KeyError:
+            known = ", ".join(sorted(self.job_handlers)) or "none"
+            raise KeyError(f"no handler for job type {job_type!r}; known: {known}") from None
+        ctx = await self.make_context(
+            InvocationType.JOB, job_type, target=handler, guild_id=guild_id, user_id=user_id
+        )
+        ctx.job_id = job_id
+        ctx.attempt = attempt
+        if handler.payload_type is not None and not isinstance(payload, handler.payload_type):
+            try:
+                payload = cattrs.structure(payload, handler.payload_type)
+            except Exception as exc:
+                token = _current.set(ctx)
+                try:
+                    return await self._failure(
+                        ctx,
+                        self._compiled[handler],
+                        ValueError(
+                            f"job {job_id} ({job_type}): payload does not fit "
+                            f"{handler.payload_type.__name__}: {exc}"
+                        ),
+                    )
+                finally:
+                    _current.reset(token)
+        ctx.options = {"payload": payload}
         return await self.invoke(ctx)
 
     def handlers_for(self, event: str) -> Sequence[EventHandler]:

@@ -67,6 +67,9 @@ class WispContext:
     options: dict[str, Any] = attrs.field(factory=dict)
     target: Target | None = None
     raw: Any = None
+    #: For job invocations: the job's id and which attempt this is (1 first).
+    job_id: str | None = None
+    attempt: int = 1
     stash: Stash = attrs.field(factory=Stash)
     _logger: Logger | None = attrs.field(default=None, alias="_logger", repr=False)
 

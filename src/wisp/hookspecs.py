@@ -344,7 +344,13 @@ def wisp_event_handlers(app: Wisp) -> Sequence[EventHandler] | None:
 
 @hookspec
 def wisp_job_handlers(app: Wisp) -> Mapping[str, Any] | None:
-    """Return handlers for durable job types: ``{"job.type": async handler}``.
+    """Return handlers for durable job types: ``{"job.type": handler}``.
+
+    A handler is ``async def handler(ctx, payload)`` or a
+    :class:`wisp.JobHandler` (from ``@wisp.job("job.type")``, which plugin
+    modules may also leave at module level to be collected).  The kernel runs
+    job handlers through the pipeline with a context of type ``job``
+    (``app.run_job``); the jobs plugin queues, leases and retries them.
 
     :param app: The application.
 

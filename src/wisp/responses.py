@@ -42,6 +42,8 @@ class Outcome:
     request_id: str
     response: Response | None
     error: BaseException | None = None
+    #: What the handler returned, as it was (a job's result, say).
+    value: Any = None
 
     @property
     def ok(self) -> bool:

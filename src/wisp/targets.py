@@ -30,11 +30,13 @@ __all__ = [
     "Command",
     "EventHandler",
     "Handler",
+    "JobHandler",
     "Param",
     "ParamType",
     "Target",
     "command",
     "event_handler",
+    "job",
 ]
 
 Handler = Callable[..., Awaitable[Any]]
@@ -272,6 +274,58 @@ class EventHandler:
         return f"{self.event}:{getattr(self.handler, '__qualname__', repr(self.handler))}"
 
 
+@attrs.frozen(eq=False)
+class JobHandler:
+    """The handler of one durable job type: ``async def handler(ctx, payload)``.
+
+    The kernel runs it through the pipeline like a command (a context of type
+    ``job``); a jobs plugin stores, claims and retries the jobs.  ``metadata``
+    carries what such a plugin reads (``queue``, ``max_attempts``, ``timeout``)
+    and what middleware reads (``resilience``...).  When the ``payload``
+    parameter is annotated with an attrs class, the stored JSON is structured
+    into it (and an enqueued instance unstructured).
+    """
+
+    type: str
+    handler: Handler = attrs.field(repr=False)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    plugin: str | None = None
+    source: Path | None = None
+    kind: Literal["job"] = "job"
+    payload_type: Any = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.type or self.type != self.type.strip() or " " in self.type:
+            raise ValueError(f"job type {self.type!r}: a non-empty name without spaces")
+        _check_async(self.handler, f"job {self.type!r}")
+        if self.source is None:
+            object.__setattr__(self, "source", source_of(self.handler))
+        if self.payload_type is None:
+            object.__setattr__(self, "payload_type", _payload_type(self.handler))
+
+    @property
+    def name(self) -> str:
+        return self.type
+
+
+def _payload_type(handler: Handler) -> Any:
+    """The attrs class the handler's second parameter is annotated with, if any."""
+    params = list(inspect.signature(handler).parameters.values())
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception as exc:
+        raise TypeError(
+            f"job handler {getattr(handler, '__qualname__', handler)!r}: cannot resolve "
+            f"its annotations ({exc})"
+        ) from exc
+    if len(params) < 2:
+        raise TypeError(
+            f"job handler {getattr(handler, '__qualname__', handler)!r} must take (ctx, payload)"
+        )
+    hint = hints.get(params[1].name)
+    return hint if isinstance(hint, type) and attrs.has(hint) else None
+
+
 def infer_params(handler: Handler) -> tuple[Param, ...]:
     """Build parameters from a handler's signature (after ``ctx``).
 
@@ -348,6 +402,19 @@ def command(
             params=tuple(params) if params is not None else infer_params(func),
             metadata=meta,
         )
+
+    return decorate
+
+
+def job(type: str, **metadata: Any) -> Callable[[Handler], JobHandler]:
+    """Turn ``async def handler(ctx, payload)`` into the :class:`JobHandler` of ``type``.
+
+    ``metadata``: ``queue``, ``max_attempts``, ``timeout`` (seconds), and
+    anything middleware reads.
+    """
+
+    def decorate(func: Handler) -> JobHandler:
+        return JobHandler(type, func, metadata)
 
     return decorate
 

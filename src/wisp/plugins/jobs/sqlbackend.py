@@ -1,0 +1,377 @@
+"""Jobs in the storage plugin's database: SQLite or PostgreSQL.
+
+A claim is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``:
+PostgreSQL adds ``FOR UPDATE SKIP LOCKED`` so concurrent workers take
+different rows without waiting on each other; SQLite runs one writer at a
+time, so the statement is atomic as it is.  Times come from the database on
+PostgreSQL (``now()``, one clock for every machine); SQLite lives on one
+machine and uses its clock.  PostgreSQL wakes idle workers with
+``LISTEN/NOTIFY``; on SQLite they poll (and a worker in the enqueuing
+process is woken at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from wisp.plugins.jobs.api import Job, JobStatus, NewJob
+from wisp.plugins.jobs.models import JobRow
+
+__all__ = ["SQLBackend"]
+
+CHANNEL = "wisp_jobs"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without their zone; they were stored in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _stored(value: datetime) -> datetime:
+    # SQLite keeps a datetime's wall clock and drops its zone: store UTC.
+    return value.astimezone(UTC)
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        type=row.type,
+        payload=row.payload,
+        queue=row.queue,
+        priority=row.priority,
+        status=JobStatus(row.status),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        run_at=_utc(row.run_at),  # type: ignore[arg-type]
+        created_at=_utc(row.created_at),  # type: ignore[arg-type]
+        updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
+        idempotency_key=row.idempotency_key,
+        lease_owner=row.lease_owner,
+        lease_expires_at=_utc(row.lease_expires_at),
+        lease_token=row.lease_token,
+        error=row.error,
+        result=row.result,
+        finished_at=_utc(row.finished_at),
+    )
+
+
+class SQLBackend:
+    """:class:`~wisp.plugins.jobs.api.JobsBackend` on the ``db`` service."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.pg = db.dialect == "postgresql"
+        self._work = asyncio.Event()
+        self._listener: Any = None
+
+    # -- clock and tokens ---------------------------------------------------------
+
+    def _now(self) -> Any:
+        return func.now() if self.pg else literal(datetime.now(UTC), JobRow.run_at.type)
+
+    def _in(self, seconds: float) -> Any:
+        if self.pg:
+            return func.now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+        return literal(datetime.now(UTC) + timedelta(seconds=seconds), JobRow.run_at.type)
+
+    def _new_token(self) -> Any:
+        # One new token per row of a claim, made by the database.
+        if self.pg:
+            return func.substr(func.md5(func.random().cast(postgresql.TEXT) + JobRow.id), 1, 32)
+        return func.lower(func.hex(func.randomblob(16)))
+
+    # -- writing ------------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob) -> tuple[Job, bool]:
+        now = self._now()
+        values = {
+            "id": job.id,
+            "queue": job.queue,
+            "type": job.type,
+            "payload": job.payload,
+            "status": JobStatus.PENDING.value,
+            "priority": job.priority,
+            "attempts": 0,
+            "max_attempts": job.max_attempts,
+            "run_at": _stored(job.run_at) if job.run_at is not None else now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if job.idempotency_key is not None:
+            values["idempotency_key"] = job.idempotency_key
+        insert = (postgresql.insert if self.pg else sqlite.insert)(JobRow)
+        stmt = insert.values(**values)
+        if job.idempotency_key is not None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+        async with self.db.transaction() as s:
+            created = (await s.execute(stmt.returning(JobRow.id))).first() is not None
+            if self.pg and created:
+                await s.execute(select(func.pg_notify(CHANNEL, func.current_schema())))
+        if created:
+            self._work.set()
+        # A separate read: the job this key already names (or the one just written).
+        found = await (self.get(job.id) if created else self._by_key(job.idempotency_key or ""))
+        if found is None:  # pragma: no cover - deleted between the two statements
+            raise RuntimeError(f"job {job.id} vanished right after enqueue")
+        return found, created
+
+    async def _by_key(self, key: str) -> Job | None:
+        async with self.db.session() as s:
+            row = (
+                await s.execute(select(JobRow).where(JobRow.idempotency_key == key))
+            ).scalar_one_or_none()
+            return None if row is None else _job(row)
+
+    async def claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        types: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Job]:
+        if not queues or not types or limit <= 0:
+            return []
+        now = self._now()
+        pending = and_(
+            JobRow.status.in_([JobStatus.PENDING.value, JobStatus.FAILED.value]),
+            JobRow.run_at <= now,
+        )
+        lapsed = and_(
+            JobRow.status == JobStatus.RUNNING.value,
+            JobRow.lease_expires_at < now,
+            JobRow.attempts < JobRow.max_attempts,
+        )
+        due = (
+            select(JobRow.id)
+            .where(or_(pending, lapsed), JobRow.queue.in_(queues), JobRow.type.in_(types))
+            .order_by(JobRow.priority.desc(), JobRow.run_at, JobRow.id)
+            .limit(limit)
+        )
+        if self.pg:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id.in_(due.scalar_subquery()))
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=JobRow.attempts + 1,
+                lease_owner=worker,
+                lease_token=self._new_token(),
+                lease_expires_at=self._in(lease_seconds),
+                updated_at=now,
+            )
+            .returning(JobRow)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.db.transaction() as s:
+            await self._bury_lapsed(s)
+            rows = (await s.execute(stmt)).scalars().all()
+            return sorted((_job(r) for r in rows), key=lambda j: (-j.priority, j.run_at, j.id))
+
+    async def _bury_lapsed(self, s: Any) -> None:
+        """Dead-letter running jobs whose last attempt's worker was lost."""
+        now = self._now()
+        await s.execute(
+            update(JobRow)
+            .where(
+                JobRow.status == JobStatus.RUNNING.value,
+                JobRow.lease_expires_at < now,
+                JobRow.attempts >= JobRow.max_attempts,
+            )
+            .values(
+                status=JobStatus.DEAD_LETTER.value,
+                error="the worker running its last attempt was lost (lease expired)",
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    def _held(self, job_id: str, token: str) -> ColumnElement[bool]:
+        return and_(
+            JobRow.id == job_id,
+            JobRow.lease_token == token,
+            JobRow.status == JobStatus.RUNNING.value,
+        )
+
+    async def _write(self, where: ColumnElement[bool], **values: Any) -> bool:
+        stmt = update(JobRow).where(where).values(**values, updated_at=self._now())
+        async with self.db.transaction() as s:
+            result = await s.execute(stmt.execution_options(synchronize_session=False))
+            return bool(result.rowcount)
+
+    async def heartbeat(
+        self, worker: str, leases: Mapping[str, str], lease_seconds: float
+    ) -> set[str]:
+        kept: set[str] = set()
+        if not leases:
+            return kept
+        async with self.db.transaction() as s:
+            for job_id, token in leases.items():
+                result = await s.execute(
+                    update(JobRow)
+                    .where(self._held(job_id, token))
+                    .values(lease_expires_at=self._in(lease_seconds), updated_at=self._now())
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount:
+                    kept.add(job_id)
+        return kept
+
+    async def complete(self, job_id: str, token: str, result: Any) -> bool:
+        now = self._now()
+        return await self._write(
+            self._held(job_id, token),
+            status=JobStatus.COMPLETED.value,
+            result=result,
+            error=None,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=now,
+        )
+
+    async def fail(self, job_id: str, token: str, error: str, retry_at: datetime | None) -> bool:
+        if retry_at is None:
+            return await self._write(
+                self._held(job_id, token),
+                status=JobStatus.DEAD_LETTER.value,
+                error=error,
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=self._now(),
+            )
+        return await self._write(
+            self._held(job_id, token),
+            status=JobStatus.FAILED.value,
+            error=error,
+            run_at=_stored(retry_at),
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+
+    async def release(self, job_id: str, token: str) -> bool:
+        released = await self._write(
+            self._held(job_id, token),
+            status=JobStatus.PENDING.value,
+            attempts=JobRow.attempts - 1,
+            run_at=self._now(),
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        if released and self.pg:
+            async with self.db.transaction() as s:
+                await s.execute(select(func.pg_notify(CHANNEL, func.current_schema())))
+        return released
+
+    # -- reading and operating ------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self.db.session() as s:
+            row = await s.get(JobRow, job_id, populate_existing=True)
+            return None if row is None else _job(row)
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(JobRow.status == status.value)
+        if queue is not None:
+            stmt = stmt.where(JobRow.queue == queue)
+        if type is not None:
+            stmt = stmt.where(JobRow.type == type)
+        async with self.db.session() as s:
+            return [_job(r) for r in (await s.execute(stmt)).scalars()]
+
+    async def retry(self, job_id: str) -> Job | None:
+        await self._write(
+            and_(
+                JobRow.id == job_id,
+                JobRow.status.in_([JobStatus.DEAD_LETTER.value, JobStatus.FAILED.value]),
+            ),
+            status=JobStatus.PENDING.value,
+            attempts=0,
+            run_at=self._now(),
+            finished_at=None,
+        )
+        self._work.set()
+        return await self.get(job_id)
+
+    async def purge(self, *, status: JobStatus, older_than: datetime | None = None) -> int:
+        if status not in (JobStatus.COMPLETED, JobStatus.DEAD_LETTER):
+            raise ValueError(
+                f"only finished jobs are purged (completed, dead_letter), not {status}"
+            )
+        stmt = delete(JobRow).where(JobRow.status == status.value)
+        if older_than is not None:
+            stmt = stmt.where(JobRow.updated_at < _stored(older_than))
+        async with self.db.transaction() as s:
+            return int((await s.execute(stmt)).rowcount or 0)
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.session() as s:
+            rows = await s.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            out = {status.value: 0 for status in JobStatus}
+            out.update({status: int(n) for status, n in rows})
+            return out
+
+    # -- waking -----------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self.pg and self._listener is None:
+            await self._listen()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._work.wait()
+        self._work.clear()
+
+    async def _listen(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]  # the driver SQLAlchemy uses
+
+        url = make_url(self.db.url).set(drivername="postgresql")
+        try:
+            # The channel is the database's: wake only for jobs in our schema.
+            async with self.db.session() as s:
+                schema = (await s.execute(select(func.current_schema()))).scalar_one()
+
+            def notified(conn: Any, pid: int, channel: str, payload: str) -> None:
+                if payload == schema:
+                    self._work.set()
+
+            conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await conn.add_listener(CHANNEL, notified)
+        except Exception as exc:  # polling still works
+            logger.warning("jobs: cannot LISTEN for new jobs ({}); polling instead", exc)
+            self._listener = False
+            return
+        self._listener = conn
+
+    async def close(self) -> None:
+        if self._listener:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        self._listener = None
