@@ -350,7 +350,7 @@ class SQLBackend:
         self._work.clear()
 
     async def _listen(self) -> None:
-        import asyncpg  # type: ignore[import-untyped]  # the driver SQLAlchemy uses
+        import asyncpg  # the driver SQLAlchemy uses
 
         url = make_url(self.db.url).set(drivername="postgresql")
         try:
