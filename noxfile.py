@@ -47,3 +47,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/policy.py")
     session.run("python", "benchmarks/ratelimit.py")
     session.run("python", "benchmarks/resilience.py")
+    session.run("python", "benchmarks/jobs.py")

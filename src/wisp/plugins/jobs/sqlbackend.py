@@ -115,16 +115,18 @@ class SQLBackend:
         if job.idempotency_key is not None:
             stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
         async with self.db.transaction() as s:
-            created = (await s.execute(stmt.returning(JobRow.id))).first() is not None
-            if self.pg and created:
+            row = (await s.execute(stmt.returning(*JobRow.__table__.columns))).first()
+            if row is not None and self.pg:
                 await s.execute(select(func.pg_notify(CHANNEL, func.current_schema())))
-        if created:
+        if row is not None:
             self._work.set()
-        # A separate read: the job this key already names (or the one just written).
-        found = await (self.get(job.id) if created else self._by_key(job.idempotency_key or ""))
-        if found is None:  # pragma: no cover - deleted between the two statements
-            raise RuntimeError(f"job {job.id} vanished right after enqueue")
-        return found, created
+            return _job(row), True
+        # The key was taken: a separate read finds the job it names (a single
+        # statement would miss rows under concurrency on PostgreSQL).
+        found = await self._by_key(job.idempotency_key or "")
+        if found is None:  # pragma: no cover - purged between the two statements
+            raise RuntimeError(f"the job of idempotency key {job.idempotency_key!r} vanished")
+        return found, False
 
     async def _by_key(self, key: str) -> Job | None:
         async with self.db.session() as s:

@@ -229,7 +229,8 @@ class Worker:
             except Exception as exc:
                 logger.warning("worker {}: heartbeat failed: {}", self.name, exc)
                 continue
-            for jid in set(leases) - kept:
+            # Jobs that finished while the heartbeat ran released their lease.
+            for jid in (set(leases) - kept) & set(self.running):
                 logger.warning("job {}: lease lost (it may run elsewhere now)", jid)
 
     async def _shutdown(self) -> None:
