@@ -126,8 +126,14 @@ redis.call('ZADD', P .. 'all', NOWS, id)
 redis.call('ZADD', P .. 'status:pending', NOWS, id)
 redis.call('ZADD', P .. 'queue:' .. q, NOWS, id)
 redis.call('ZADD', P .. 'type:' .. ty, NOWS, id)
+local first = redis.call('ZRANGE', dkey(q, ty, pr), 0, 0, 'WITHSCORES')
 due_add(id, q, ty, pr, run_at)
-redis.call('PUBLISH', P .. 'wake', q)
+-- Wake idle workers only when this job is now the first of its due set: with
+-- an earlier one waiting there, they were woken for it already, or are busy.
+-- (Publishing on every enqueue costs each listening worker a read per job.)
+if #first == 0 or tonumber(run_at) < tonumber(first[2]) then
+  redis.call('PUBLISH', P .. 'wake', q)
+end
 return {1, redis.call('HGETALL', jkey(id))}
 """
 

@@ -114,10 +114,21 @@ class SQLBackend:
         stmt = insert.values(**values)
         if job.idempotency_key is not None:
             stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
-        async with self.db.transaction() as s:
-            row = (await s.execute(stmt.returning(*JobRow.__table__.columns))).first()
-            if row is not None and self.pg:
-                await s.execute(select(func.pg_notify(CHANNEL, func.current_schema())))
+        returning: Any = stmt.returning(*JobRow.__table__.columns)
+        if self.pg:
+            # One statement: the row, and the notification (sent at commit).
+            inserted = returning.cte("inserted")
+            returning = select(
+                inserted, func.pg_notify(CHANNEL, func.current_schema()).label("notified")
+            )
+        if self.pg:
+            # A single statement needs no BEGIN and COMMIT round trips around it.
+            async with self.db.engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await auto.execute(returning)).first()
+        else:
+            async with self.db.transaction() as s:
+                row = (await s.execute(returning)).first()
         if row is not None:
             self._work.set()
             return _job(row), True
