@@ -365,3 +365,27 @@ async def test_two_workers_never_run_a_job_twice(project, database, tmp_path) ->
     assert len(runs) == jobs_count and max(runs.values()) == 1
     assert len(pids) == 2  # both took part
     print(f"{jobs_count} jobs by 2 workers in {time.monotonic() - started:.1f}s")
+
+
+async def test_enqueue_survives_a_dropped_connection(project, database) -> None:
+    if not database[0].startswith("postgresql"):
+        pytest.skip("the separate enqueue pool is PostgreSQL's")
+    import asyncpg
+    from sqlalchemy import text
+
+    setup_project(project, database)
+    app = project.app()
+    async with app:
+        jobs = app.services.get("jobs")
+        await jobs.enqueue("greet", {"name": "ann"})
+        pool = jobs.backend._fast
+        async with pool.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = await asyncpg.connect(database[0].replace("postgresql+asyncpg", "postgresql"))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        job = await jobs.enqueue("greet", {"name": "bob"})  # on a fresh connection
+        assert (await jobs.get(job.id)).payload == {"name": "bob"}
+        assert len(await jobs.list(type="greet")) == 2

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from wisp.plugins.jobs.api import Job, JobStatus, NewJob
 from wisp.plugins.jobs.models import JobRow
@@ -85,6 +86,7 @@ class SQLBackend:
         self._work = asyncio.Event()
         self._listener: Any = None
         self._insert: Any = None
+        self._fast: Any = None  # the enqueue pool (PostgreSQL)
 
     # -- clock and tokens ---------------------------------------------------------
 
@@ -150,10 +152,7 @@ class SQLBackend:
         if self._insert is None:
             self._insert = self._insert_statement()
         if self.pg:
-            # A single statement needs no BEGIN and COMMIT round trips around it.
-            async with self.db.engine.connect() as conn:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                row = (await auto.execute(self._insert, params)).first()
+            row = await self._insert_autocommit(params)
         else:
             params["now"] = datetime.now(UTC)
             async with self.db.transaction() as s:
@@ -167,6 +166,24 @@ class SQLBackend:
         if found is None:  # pragma: no cover - purged between the two statements
             raise RuntimeError(f"the job of idempotency key {job.idempotency_key!r} vanished")
         return found, False
+
+    async def _insert_autocommit(self, params: dict[str, Any]) -> Any:
+        """Run the enqueue statement alone, outside a transaction (no BEGIN and
+        COMMIT round trips), on a pool of our own without pre-ping (no ping round
+        trip per checkout).  A dropped connection is retried once on a fresh one:
+        an INSERT that failed on a dead connection wrote nothing."""
+        if self._fast is None:
+            self._fast = self.db.make_engine(pre_ping=False)
+        for attempt in (1, 2):
+            try:
+                async with self._fast.connect() as conn:
+                    auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return (await auto.execute(self._insert, params)).first()
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                logger.info("jobs: a pooled connection was dropped; enqueueing again")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _by_key(self, key: str) -> Job | None:
         async with self.db.session() as s:
@@ -413,6 +430,9 @@ class SQLBackend:
         self._listener = conn
 
     async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.dispose()
+            self._fast = None
         if self._listener:
             with contextlib.suppress(Exception):
                 await self._listener.close()

@@ -61,21 +61,26 @@ class Database(wisp.BaseService):
             raise RuntimeError("the db service is not started")
         return self._engine
 
-    def make_engine(self) -> AsyncEngine:
-        """Build the engine (not connected yet); the CLI uses it without starting."""
+    def make_engine(self, *, pre_ping: bool = True, pool_size: int | None = None) -> AsyncEngine:
+        """Build the engine (not connected yet); the CLI uses it without starting.
+
+        ``pre_ping=False`` (with a ``pool_size``) makes a separate pool for a hot
+        path that retries a statement meeting a dropped connection itself,
+        rather than paying a round trip on every checkout.
+        """
         cfg = self.config
         if self.dialect == "sqlite":
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {"echo": cfg.echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"echo": cfg.echo, "pool_pre_ping": pre_ping}
         connect_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
             connect_args["timeout"] = cfg.sqlite_busy_timeout
         else:
             kwargs.update(
-                pool_size=cfg.pool_size,
-                max_overflow=cfg.max_overflow,
+                pool_size=pool_size or cfg.pool_size,
+                max_overflow=0 if pool_size else cfg.max_overflow,
                 pool_timeout=cfg.pool_timeout,
             )
             if cfg.schema:
