@@ -389,3 +389,17 @@ async def test_enqueue_survives_a_dropped_connection(project, database) -> None:
         job = await jobs.enqueue("greet", {"name": "bob"})  # on a fresh connection
         assert (await jobs.get(job.id)).payload == {"name": "bob"}
         assert len(await jobs.list(type="greet")) == 2
+
+
+async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project, database) -> None:
+    from wisp.plugins.jobs.api import NewJob
+
+    setup_project(project, database)
+    app = project.app()
+    async with app:
+        backend = app.services.get("jobs").backend
+        job = NewJob(id="0" * 32, type="greet", payload={"name": "ann"}, max_attempts=3)
+        first, created = await backend.enqueue(job)
+        again, created_again = await backend.enqueue(job)  # as a retry would send it
+        assert created and created_again and again.id == first.id
+        assert len(await backend.list(type="greet")) == 1

@@ -126,10 +126,10 @@ class SQLBackend:
             created_at=now,
             updated_at=now,
         )
-        # NULL keys never conflict: one statement serves keyed and unkeyed jobs.
-        returning: Any = insert.on_conflict_do_nothing(
-            index_elements=["idempotency_key"]
-        ).returning(*columns)
+        # Any conflict, the key's or the id's: NULL keys never conflict, so one
+        # statement serves keyed and unkeyed jobs, and an insert retried after
+        # its connection dropped finds its own row instead of failing.
+        returning: Any = insert.on_conflict_do_nothing().returning(*columns)
         if self.pg:
             # One statement: the row, and the notification (sent at commit).
             inserted = returning.cte("inserted")
@@ -160,6 +160,10 @@ class SQLBackend:
         if row is not None:
             self._work.set()
             return _job(row), True
+        mine = await self.get(job.id)
+        if mine is not None:  # written by an attempt whose reply was lost
+            self._work.set()
+            return mine, True
         # The key was taken: a separate read finds the job it names (a single
         # statement would miss rows under concurrency on PostgreSQL).
         found = await self._by_key(job.idempotency_key or "")
@@ -170,8 +174,9 @@ class SQLBackend:
     async def _insert_autocommit(self, params: dict[str, Any]) -> Any:
         """Run the enqueue statement alone, outside a transaction (no BEGIN and
         COMMIT round trips), on a pool of our own without pre-ping (no ping round
-        trip per checkout).  A dropped connection is retried once on a fresh one:
-        an INSERT that failed on a dead connection wrote nothing."""
+        trip per checkout).  A dropped connection is retried once on a fresh one;
+        if the first attempt did write, the retry conflicts on the id and
+        ``enqueue`` reads that row back."""
         if self._fast is None:
             self._fast = self.db.make_engine(pre_ping=False)
         for attempt in (1, 2):
