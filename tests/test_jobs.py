@@ -391,6 +391,12 @@ async def test_enqueue_survives_a_dropped_connection(project, database) -> None:
         assert len(await jobs.list(type="greet")) == 2
 
 
+async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row_on_redis(
+    project, redis_store
+) -> None:
+    await test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project, redis_store)
+
+
 async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project, database) -> None:
     from wisp.plugins.jobs.api import NewJob
 

@@ -114,7 +114,8 @@ if ARGV[9] == '1' then
   end
 end
 if redis.call('EXISTS', jkey(id)) == 1 then
-  return redis.error_reply('job id ' .. id .. ' exists')
+  -- This very job, sent again after its reply was lost: it is already here.
+  return {1, redis.call('HGETALL', jkey(id))}
 end
 local run_at = ARGV[8]
 if run_at == '' then run_at = NOWS end
