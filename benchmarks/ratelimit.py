@@ -51,6 +51,7 @@ import limits.aio.storage
 import limits.aio.strategies
 import pyrate_limiter
 import redis.asyncio
+from _report import table, versus
 
 from wisp.plugins.ratelimit.limits import Limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
@@ -253,25 +254,6 @@ async def measure(
     return {name: (min(s), statistics.median(s), sizes[name]) for name, s in samples.items()}
 
 
-def table(results: dict[str, tuple[float, float, int]], base: str) -> None:
-    b = results[base][0]
-    print(f"  {'case':<20} {'ns/check':>10} {'median':>10} {'n':>8} {'vs ' + base:>14}")
-    for name, (best, med, n) in results.items():
-        print(f"  {name:<20} {best:>10,.0f} {med:>10,.0f} {n:>8,} {best / b:>13.2f}x")
-
-
-def versus(results: dict[str, tuple[float, float, int]], ours: str, peers: list[str]) -> bool:
-    """Print how many times slower each peer is; True when every peer is slower."""
-    w = results[ours][0]
-    all_ahead = True
-    for peer in peers:
-        ratio = results[peer][0] / w
-        all_ahead &= ratio > 1.0
-        verdict = "faster" if ratio > 1.0 else "SLOWER"
-        print(f"  {peer + ' / ' + ours:<34} {ratio:6.2f}x  ({ours} {verdict})")
-    return all_ahead
-
-
 async def run(url: str, n_mem: int, n_redis: int, repeats: int) -> None:
     print(
         f"Python {platform.python_version()} on {platform.machine()}; "
@@ -287,7 +269,7 @@ async def run(url: str, n_mem: int, n_redis: int, repeats: int) -> None:
         loops, n_mem, repeats, warmup=max(1000, n_mem // 10), budget_ns=BUDGET_MEMORY_NS
     )
     print(f"\nMemory backends, best of {repeats} (ns per check, every check allowed):")
-    table(mem, "bare await")
+    table(mem, "bare await", unit="ns/check")
     bare_ratio = mem["wisp memory"][0] / mem["bare await"][0]
     peers = ["aiolimiter", "limits moving", "limits fixed", "pyrate-limiter"]
     ahead = versus(mem, "wisp memory", peers)
@@ -321,7 +303,7 @@ async def run(url: str, n_mem: int, n_redis: int, repeats: int) -> None:
             step=CONCURRENCY,
         )
         print(f"\nRedis backends at {url}, best of {repeats} (ns per check):")
-        table(rds, "PING")
+        table(rds, "PING", unit="ns/check")
         seq = rds["wisp redis"][0] / rds["PING"][0]
         conc = rds["wisp redis x50"][0] / rds["PING x50"][0]
         print(f"  wisp redis x50 / PING x50 = {conc:.2f}x")

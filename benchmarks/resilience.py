@@ -113,6 +113,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from _report import table, versus
 from loguru import logger
 
 from wisp.plugins.resilience.api import CircuitOpen
@@ -558,25 +559,6 @@ async def measure(
         if gc_was_enabled:
             gc.enable()
     return {name: (min(s), statistics.median(s), sizes[name]) for name, s in samples.items()}
-
-
-def table(results: dict[str, tuple[float, float, int]], base: str) -> None:
-    b = results[base][0]
-    print(f"  {'case':<20} {'ns/call':>10} {'median':>10} {'n':>8} {'vs ' + base:>14}")
-    for name, (best, med, n) in results.items():
-        print(f"  {name:<20} {best:>10,.0f} {med:>10,.0f} {n:>8,} {best / b:>13.2f}x")
-
-
-def versus(results: dict[str, tuple[float, float, int]], ours: str, peers: list[str]) -> bool:
-    """Print how many times slower each peer is; True when every peer is slower."""
-    w = results[ours][0]
-    all_ahead = True
-    for peer in peers:
-        ratio = results[peer][0] / w
-        all_ahead &= ratio > 1.0
-        verdict = "faster" if ratio > 1.0 else "SLOWER"
-        print(f"  {peer + ' / ' + ours:<34} {ratio:6.2f}x  ({ours} {verdict})")
-    return all_ahead
 
 
 @dataclass

@@ -531,12 +531,17 @@ class Wisp:
         try:
             ctx.options = command.bind(options or {})
         except WispError as exc:
-            token = _current.set(ctx)
-            try:
-                return await self._failure(ctx, self._compiled[command], exc)
-            finally:
-                _current.reset(token)
+            return await self._refuse(ctx, command, exc)
         return await self.invoke(ctx)
+
+    async def _refuse(self, ctx: WispContext, target: Target, exc: Exception) -> Outcome:
+        """End an invocation that failed before its chain ran (bad options or
+        payload) the way a failing chain ends: logged, with a safe reply."""
+        token = _current.set(ctx)
+        try:
+            return await self._failure(ctx, self._compiled[target], exc)
+        finally:
+            _current.reset(token)
 
     async def run_job(
         self,
@@ -565,18 +570,14 @@ class Wisp:
             try:
                 payload = cattrs.structure(payload, handler.payload_type)
             except Exception as exc:
-                token = _current.set(ctx)
-                try:
-                    return await self._failure(
-                        ctx,
-                        self._compiled[handler],
-                        ValueError(
-                            f"job {job_id} ({job_type}): payload does not fit "
-                            f"{handler.payload_type.__name__}: {exc}"
-                        ),
-                    )
-                finally:
-                    _current.reset(token)
+                return await self._refuse(
+                    ctx,
+                    handler,
+                    ValueError(
+                        f"job {job_id} ({job_type}): payload does not fit "
+                        f"{handler.payload_type.__name__}: {exc}"
+                    ),
+                )
         ctx.options = {"payload": payload}
         return await self.invoke(ctx)
 

@@ -198,8 +198,12 @@ def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
 
     async def rate_limit(ctx: wisp.WispContext, call_next: wisp.CallNext) -> Any:
         limits = own_limits
-        if ctx.guild_id is not None and service.guilds is not None:
-            limits = (await service.guilds.for_guild(ctx.guild_id)).get(command, own_limits)
+        guilds = service.guilds
+        if ctx.guild_id is not None and guilds is not None:
+            overrides = guilds.cached(ctx.guild_id)
+            if overrides is None:
+                overrides = await guilds.for_guild(ctx.guild_id)
+            limits = overrides.get(command, own_limits)
         if limits:
             buckets = [(b, lim) for lim in limits if (b := lim.bucket(ctx, command)) is not None]
             try:

@@ -33,10 +33,18 @@ class GuildLimits:
         self._clock = clock
         self._cache: dict[int, tuple[float, dict[str, list[Limit]]]] = {}
 
+    def cached(self, guild_id: int) -> dict[str, list[Limit]] | None:
+        """The guild's overrides if this process read them recently, else None:
+        the per-command path, with no await when they are fresh."""
+        entry = self._cache.get(guild_id)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        return None
+
     async def for_guild(self, guild_id: int) -> dict[str, list[Limit]]:
-        cached = self._cache.get(guild_id)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
+        found = self.cached(guild_id)
+        if found is not None:
+            return found
         raw = await self._store.get_all(guild_id, NAMESPACE)
         parsed: dict[str, list[Limit]] = {}
         for command, specs in raw.items():
