@@ -409,3 +409,18 @@ async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project,
         again, created_again = await backend.enqueue(job)  # as a retry would send it
         assert created and created_again and again.id == first.id
         assert len(await backend.list(type="greet")) == 1
+
+
+async def test_the_jobs_cli_refuses_bad_input_and_writes_nothing(project) -> None:
+    setup_project(project, (f"sqlite+aiosqlite:///{project.root / 'jobs.sqlite3'}", ""))
+    for args, message in [
+        (("jobs", "enqueue", "nope"), "no handler for job type 'nope' (known: flaky, greet, slow)"),
+        (("jobs", "enqueue", "greet", "--payload", "{bad"), "--payload is not JSON"),
+        (("jobs", "enqueue", "greet", "--delay", "-5"), "-5 must be 0 or more"),
+        (("jobs", "purge", "--status", "completed", "--older-than", "-1"), "must be 0 or more"),
+        (("jobs", "purge", "--status", "pending"), "invalid choice: 'pending'"),
+    ]:
+        code, _, err = await asyncio.to_thread(run_cli, project, *args)
+        assert code == 2 and message in err, (args, err)
+    code, out, err = await asyncio.to_thread(run_cli, project, "jobs", "list")
+    assert (code, out) == (0, "") and "no jobs" in err

@@ -323,6 +323,8 @@ async def test_a_guild_overrides_a_commands_limits(project, wisp_offline) -> Non
     assert answer.replies == ["/wave: no limit (ephemeral)"]
     answer = await bot.slash("ratelimit set", {"command": "wave", "limits": "3/10 fortnights"})
     assert "unknown unit 'fortnights'" in answer.replies[0]
+    answer = await bot.slash("ratelimit set", {"command": "wave", "limits": " , "})
+    assert answer.replies[0].startswith("Give limits")
     answer = await bot.slash("ratelimit set", {"command": "nope", "limits": "1/s"})
     assert answer.replies[0].startswith("No command `nope`")
     answer = await bot.slash("ratelimit reset", {"command": "wave"})
@@ -371,5 +373,10 @@ async def test_guild_overrides_from_the_cli_reach_a_running_bot(
     assert (code, out) == (0, "wave: 1/60s per guild\n")
     code, _, err = await asyncio.to_thread(run, "ratelimit", "set", "wave", "0/s", "--guild", "7")
     assert code == 2 and "'0/s': the number of calls must be at least 1" in err
+    with pytest.raises(SystemExit):  # argparse: a limit, or none, is required
+        await asyncio.to_thread(run, "ratelimit", "set", "wave", "--guild", "7")
+    assert "the following arguments are required: limits" in capsys.readouterr().err
+    code, out, _ = await asyncio.to_thread(run, "ratelimit", "show", "--guild", "7")
+    assert (code, out) == (0, "wave: 1/60s per guild\n")  # nothing was lifted
     code, out, _ = await asyncio.to_thread(run, "ratelimit", "reset", "wave", "--guild", "7")
     assert (code, out) == (0, "wave in guild 7: reset\n")

@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queues", help="comma-separated queues (default: [jobs] queues)")
     p.add_argument("--concurrency", type=_positive_int, help="jobs run at once")
@@ -120,12 +130,12 @@ def _jobs_args(p: argparse.ArgumentParser) -> None:
     retry.add_argument("job_id")
     purge = sub.add_parser("purge", help="delete finished jobs")
     purge.add_argument("--status", choices=["completed", "dead_letter"], required=True)
-    purge.add_argument("--older-than", type=float, metavar="HOURS", help="only older ones")
+    purge.add_argument("--older-than", type=_non_negative, metavar="HOURS", help="only older ones")
     enq = sub.add_parser("enqueue", help="add a job")
     enq.add_argument("job_type")
     enq.add_argument("--payload", default="null", help="JSON (default: null)")
     enq.add_argument("--key", help="idempotency key")
-    enq.add_argument("--delay", type=float, help="seconds from now")
+    enq.add_argument("--delay", type=_non_negative, help="seconds from now")
     enq.add_argument("--queue")
     enq.add_argument("--priority", type=int, default=0)
 
@@ -172,6 +182,14 @@ async def _run_jobs(app: wisp.Wisp, args: argparse.Namespace) -> int:
         n = await service.purge(status=JobStatus(args.status), older_than=older)
         print(f"purged {n} {args.status} job(s)")
         return 0
+    if args.job_type not in app.job_handlers:
+        known = ", ".join(sorted(app.job_handlers)) or "none"
+        print(
+            f"wisp jobs: no handler for job type {args.job_type!r} (known: {known}); "
+            "nothing enqueued",
+            file=sys.stderr,
+        )
+        return 2
     try:
         payload: Any = json.loads(args.payload)
     except json.JSONDecodeError as exc:

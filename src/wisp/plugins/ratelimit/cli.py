@@ -19,7 +19,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "name", metavar="COMMAND", help="the command's name, as `wisp commands list` shows it"
     )
-    s.add_argument("limits", nargs="*", help="'3/10s per user' ...; none lifts every limit")
+    s.add_argument("limits", nargs="+", help="'3/10s per user' ...; none lifts every limit")
     s.add_argument("--guild", type=int, required=True)
     r = sub.add_parser("reset", help="drop a guild's override of a command")
     r.add_argument("name", metavar="COMMAND")

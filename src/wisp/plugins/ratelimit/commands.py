@@ -42,6 +42,8 @@ async def ratelimit_set(ctx: wisp.WispContext, command: str, limits: str) -> wis
     guild = _guild(ctx)
     check_command(ctx.app, command)
     specs = [] if limits.strip().lower() == "none" else [s for s in limits.split(",") if s.strip()]
+    if not specs and limits.strip().lower() != "none":
+        raise wisp.UserError("Give limits (`3/10s per user, 20/m per guild`) or `none`.")
     try:
         parsed = await guild_limits(ctx.app).set(guild, command, specs)
     except LimitError as exc:
