@@ -313,10 +313,11 @@ async def test_sigkill_mid_run_loses_no_job(project, database, tmp_path) -> None
         ids = [(await jobs.enqueue("slow", {"seconds": 0.02})).id for _ in range(100)]
     env = {"JOB_LOG": str(log)}
     first = cli(project, "worker", "--concurrency", "5", env=env)
-    for _ in range(400):
-        if len([x for x in _lines(log) if x[0] == "done"]) >= 30:
+    for _ in range(3000):  # kill it after 30 jobs, with some running
+        kinds = Counter(x[0] for x in _lines(log))
+        if kinds["done"] >= 30 and kinds["start"] > kinds["done"]:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.005)
     first.send_signal(signal.SIGKILL)
     await asyncio.to_thread(first.communicate, timeout=30)
     started = {x[1] for x in _lines(log) if x[0] == "start"}

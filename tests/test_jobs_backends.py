@@ -263,6 +263,27 @@ async def test_payloads_and_results_round_trip_as_json(backend) -> None:
         assert (await backend.get(job.id)).result == payload
 
 
+async def test_complete_many_writes_each_held_job_and_refuses_lost_leases(backend) -> None:
+    jobs = [await add(backend) for _ in range(5)]
+    claimed = {job.id: job for job in await claim(backend)}
+    results = [None, 1, {"a": [1, "b"]}, "text", [True, None]]
+    batch = [(job.id, claimed[job.id].lease_token, r) for job, r in zip(jobs, results, strict=True)]
+    lost = jobs[2].id
+    batch[2] = (lost, "not-its-token", "stale")
+    batch.append(("no-such-job", "x", None))
+    assert await backend.complete_many(batch) == {j.id for j in jobs} - {lost}
+    for job, result in zip(jobs, results, strict=True):
+        stored = await backend.get(job.id)
+        if job.id == lost:
+            assert stored.status is JobStatus.RUNNING and stored.result is None
+        else:
+            assert stored.status is JobStatus.COMPLETED and stored.result == result
+            assert stored.lease_token is None and is_utc(stored.finished_at)
+    assert await backend.complete_many([]) == set()
+    # A batch sent again changes nothing: each lease was released by the first.
+    assert await backend.complete_many(batch) == set()
+
+
 # -- idempotency ------------------------------------------------------------------
 
 

@@ -128,6 +128,12 @@ class JobsBackend(Protocol):
         """Mark completed with ``result``; False if the lease was lost."""
         ...
 
+    async def complete_many(self, done: Sequence[tuple[str, str, Any]]) -> set[str]:
+        """:meth:`complete` for ``(job_id, token, result)`` triples in one write
+        (a worker under load groups its completions); return the ids completed
+        (the others' leases were lost)."""
+        ...
+
     async def fail(self, job_id: str, token: str, error: str, retry_at: datetime | None) -> bool:
         """Record a failed attempt: due again at ``retry_at`` (status failed), or
         dead-lettered when ``retry_at`` is None.  False if the lease was lost."""

@@ -100,7 +100,8 @@ end
 """
 
 # ARGV: prefix, id, type, payload, queue, priority, max_attempts, run_at ('' now),
-# has_key ('1'/'0'), key.  Returns {created, job}.
+# has_key ('1'/'0'), key.  Returns {2, created_at, run_at} for a new job, {1, job} for
+# this very job stored by an earlier attempt, {0, job} for the job holding the key.
 _ENQUEUE = """
 local id, q, ty, pr = ARGV[2], ARGV[5], ARGV[3], ARGV[6]
 if ARGV[9] == '1' then
@@ -135,7 +136,8 @@ due_add(id, q, ty, pr, run_at)
 if #first == 0 or tonumber(run_at) < tonumber(first[2]) then
   redis.call('PUBLISH', P .. 'wake', q)
 end
-return {1, redis.call('HGETALL', jkey(id))}
+-- The caller knows every other field: only the clock's are sent back.
+return {2, NOWS, run_at}
 """
 
 # ARGV: prefix, worker, lease_us, limit, reap, nq, queues..., nt, types..., a token per
@@ -253,18 +255,24 @@ end
 return kept
 """
 
-# ARGV: prefix, id, token, result JSON.  Returns 1, or 0 when the lease was lost.
+# ARGV: prefix, then id, token, result JSON for each job.  Returns the ids completed
+# (the others' leases were lost).
 _COMPLETE = """
-local id = ARGV[2]
-local f = load(id)
-if not held(f, ARGV[3]) then return 0 end
-unlease(id, f)
-redis.call('HDEL', jkey(id), 'error')
-redis.call('HSET', jkey(id), 'status', 'completed', 'result', ARGV[4], 'finished_at', NOWS,
-  'updated_at', NOWS)
-move(id, 'running', 'completed', f[5])
-redis.call('ZADD', P .. 'done:completed', NOWS, id)
-return 1
+local done = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  local f = load(id)
+  if held(f, ARGV[i + 1]) then
+    unlease(id, f)
+    redis.call('HDEL', jkey(id), 'error')
+    redis.call('HSET', jkey(id), 'status', 'completed', 'result', ARGV[i + 2],
+      'finished_at', NOWS, 'updated_at', NOWS)
+    move(id, 'running', 'completed', f[5])
+    redis.call('ZADD', P .. 'done:completed', NOWS, id)
+    done[#done + 1] = id
+  end
+end
+return done
 """
 
 # ARGV: prefix, id, token, error, retry_at ('' dead letter).  Returns 1 or 0.
@@ -451,12 +459,13 @@ class RedisBackend:
 
     async def enqueue(self, job: NewJob) -> tuple[Job, bool]:
         has_key = job.idempotency_key is not None
-        created, flat = await self._enqueue(
+        payload = dumps_payload(job.payload)
+        code, flat, *rest = await self._enqueue(
             args=[
                 self.prefix,
                 job.id,
                 job.type,
-                dumps_payload(job.payload),
+                payload,
                 job.queue,
                 str(int(job.priority)),
                 str(int(job.max_attempts)),
@@ -465,9 +474,29 @@ class RedisBackend:
                 job.idempotency_key or "",
             ]
         )
-        if int(created):
-            self._work.set()
-        return _job(flat), bool(int(created))
+        if int(code) == 0:
+            return _job(flat), False
+        self._work.set()
+        if int(code) == 1:
+            return _job(flat), True
+        created_at = EPOCH + timedelta(microseconds=int(flat))
+        return (
+            Job(
+                id=job.id,
+                type=job.type,
+                payload=json.loads(payload),  # as stored: a tuple comes back a list
+                queue=job.queue,
+                priority=int(job.priority),
+                status=JobStatus.PENDING,
+                attempts=0,
+                max_attempts=int(job.max_attempts),
+                run_at=EPOCH + timedelta(microseconds=int(rest[0])),
+                created_at=created_at,
+                updated_at=created_at,
+                idempotency_key=job.idempotency_key,
+            ),
+            True,
+        )
 
     async def claim(
         self,
@@ -509,8 +538,15 @@ class RedisBackend:
         return {_text(job_id) for job_id in await self._heartbeat(args=args)}
 
     async def complete(self, job_id: str, token: str, result: Any) -> bool:
-        done = await self._complete(args=[self.prefix, job_id, token, dumps_payload(result)])
-        return bool(int(done))
+        return job_id in await self.complete_many([(job_id, token, result)])
+
+    async def complete_many(self, done: Sequence[tuple[str, str, Any]]) -> set[str]:
+        if not done:
+            return set()
+        args: list[Any] = [self.prefix]
+        for job_id, token, result in done:
+            args += [job_id, token, dumps_payload(result)]
+        return {_text(job_id) for job_id in await self._complete(args=args)}
 
     async def fail(self, job_id: str, token: str, error: str, retry_at: datetime | None) -> bool:
         when = "" if retry_at is None else str(_us(retry_at))

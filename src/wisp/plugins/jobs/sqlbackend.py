@@ -23,18 +23,21 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     bindparam,
+    cast,
+    column,
     delete,
     func,
     literal,
     or_,
     select,
     update,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from wisp.plugins.jobs.api import Job, JobStatus, NewJob
+from wisp.plugins.jobs.api import Job, JobStatus, NewJob, dumps_payload
 from wisp.plugins.jobs.models import JobRow
 
 __all__ = ["SQLBackend"]
@@ -86,7 +89,7 @@ class SQLBackend:
         self._work = asyncio.Event()
         self._listener: Any = None
         self._insert: Any = None
-        self._fast: Any = None  # the enqueue pool (PostgreSQL)
+        self._fast: Any = None  # the autocommit pool (PostgreSQL)
 
     # -- clock and tokens ---------------------------------------------------------
 
@@ -152,7 +155,8 @@ class SQLBackend:
         if self._insert is None:
             self._insert = self._insert_statement()
         if self.pg:
-            row = await self._insert_autocommit(params)
+            rows = await self._autocommit(self._insert, params)
+            row = rows[0] if rows else None
         else:
             params["now"] = datetime.now(UTC)
             async with self.db.transaction() as s:
@@ -171,19 +175,21 @@ class SQLBackend:
             raise RuntimeError(f"the job of idempotency key {job.idempotency_key!r} vanished")
         return found, False
 
-    async def _insert_autocommit(self, params: dict[str, Any]) -> Any:
-        """Run the enqueue statement alone, outside a transaction (no BEGIN and
-        COMMIT round trips), on a pool of our own without pre-ping (no ping round
-        trip per checkout).  A dropped connection is retried once on a fresh one;
-        if the first attempt did write, the retry conflicts on the id and
-        ``enqueue`` reads that row back."""
+    async def _autocommit(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        """Run one statement alone, outside a transaction (no BEGIN and COMMIT
+        round trips), on a pool of our own without pre-ping (no ping round trip
+        per checkout); return its rows.  A dropped connection is retried once on
+        a fresh one: the statements sent here are safe to repeat (an enqueue
+        retried conflicts on its id and ``enqueue`` reads that row back; a
+        completion repeated finds the lease already released and changes
+        nothing)."""
         if self._fast is None:
             self._fast = self.db.make_engine(pre_ping=False)
         for attempt in (1, 2):
             try:
                 async with self._fast.connect() as conn:
                     auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    return (await auto.execute(self._insert, params)).first()
+                    return list((await auto.execute(stmt, params)).all())
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
@@ -298,17 +304,59 @@ class SQLBackend:
         return kept
 
     async def complete(self, job_id: str, token: str, result: Any) -> bool:
-        now = self._now()
-        return await self._write(
-            self._held(job_id, token),
-            status=JobStatus.COMPLETED.value,
-            result=result,
-            error=None,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-            finished_at=now,
+        return job_id in await self.complete_many([(job_id, token, result)])
+
+    async def complete_many(self, done: Sequence[tuple[str, str, Any]]) -> set[str]:
+        if not done:
+            return set()
+        finished = {
+            "status": JobStatus.COMPLETED.value,
+            "error": None,
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+        if not self.pg:
+            # SQLite: the commit is the cost (a local file, no round trips), so
+            # one transaction with a statement per job.
+            completed: set[str] = set()
+            async with self.db.transaction() as s:
+                for job_id, token, result in done:
+                    now = self._now()
+                    stmt = (
+                        update(JobRow)
+                        .where(self._held(job_id, token))
+                        .values(**finished, result=result, finished_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                    if (await s.execute(stmt)).rowcount:
+                        completed.add(job_id)
+            return completed
+        # PostgreSQL: one ``UPDATE ... FROM (VALUES ...)`` sent alone (autocommit):
+        # one round trip for the batch; the lease check is per row, in the join.
+        rows = values(
+            column("id", JobRow.id.type),
+            column("token", JobRow.lease_token.type),
+            column("result", postgresql.TEXT),
+            name="done",
+        ).data([(job_id, token, dumps_payload(result)) for job_id, token, result in done])
+        stmt = (
+            update(JobRow)
+            .where(
+                JobRow.id == rows.c.id,
+                JobRow.lease_token == rows.c.token,
+                JobRow.status == JobStatus.RUNNING.value,
+            )
+            .values(
+                **finished,
+                result=cast(rows.c.result, postgresql.JSONB),
+                finished_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(JobRow.id)
+            .execution_options(synchronize_session=False)
         )
+        return {row[0] for row in await self._autocommit(stmt, {})}
 
     async def fail(self, job_id: str, token: str, error: str, retry_at: datetime | None) -> bool:
         if retry_at is None:
