@@ -91,8 +91,9 @@ def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     hello = out.split("command 'hello'", 1)[1].split("\ncommand ", 1)[0].splitlines()[1:]
     assert hello == [
         "  1. [ 200] accesslog (plugin accesslog)",
-        "  2. [ 300] feature-flags (plugin features)",
-        "  3. [ 500] ratelimit (plugin ratelimit)",  # a guild may set limits on any command
+        "  2. [ 201] metrics (plugin metrics)",
+        "  3. [ 300] feature-flags (plugin features)",
+        "  4. [ 500] ratelimit (plugin ratelimit)",  # a guild may set limits on any command
         "  -> handler hello",
     ]
 

@@ -179,14 +179,14 @@ def test_required_plugins_missing_or_blocked_are_named(project, site) -> None:
         {
             "vault": "vault_plugin",
             "gatekeeper": "gatekeeper_plugin",
-            "audit": "audit_plugin",
+            "auditor": "auditor_plugin",
             "charts": "charts_plugin",
         },
         {
             "vault_plugin": "import wisp\n",
             "gatekeeper_plugin": "wisp_requires = ['vault']\n",
-            "audit_plugin": "wisp_requires = ('gatekeeper',)\n",
-            "charts_plugin": "wisp_requires = 'metrics'\n",
+            "auditor_plugin": "wisp_requires = ('gatekeeper',)\n",
+            "charts_plugin": "wisp_requires = 'telemetry'\n",
         },
     )
     app = project.app(autoload=True, block=["vault"]).bootstrap()
@@ -194,13 +194,15 @@ def test_required_plugins_missing_or_blocked_are_named(project, site) -> None:
     assert failures["gatekeeper"] == (
         "plugin 'gatekeeper' requires plugin 'vault', which is blocked (-p no:vault)"
     )
-    assert failures["audit"] == "plugin 'audit' requires plugin 'gatekeeper', which failed to load"
+    assert (
+        failures["auditor"] == "plugin 'auditor' requires plugin 'gatekeeper', which failed to load"
+    )
     assert failures["charts"] == (
-        "plugin 'charts' requires plugin 'metrics', which is not installed or not loaded"
+        "plugin 'charts' requires plugin 'telemetry', which is not installed or not loaded"
     )
     app2 = project.app(autoload=True).bootstrap()
     assert [f.name for f in app2.pluginmanager.failures] == ["charts"]
-    assert {"vault", "gatekeeper", "audit"} <= set(names(app2))
+    assert {"vault", "gatekeeper", "auditor"} <= set(names(app2))
 
 
 def test_order_does_not_depend_on_entry_point_scan_order(project, site) -> None:

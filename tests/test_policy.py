@@ -14,14 +14,16 @@ from wisp.cli.main import main
 GUILD, USER, MOD_ROLE = 100, 300, 11
 
 
-def setup_project(project, database, extra_toml: str = "") -> None:
+def setup_project(
+    project, database, extra_toml: str = "", plugins: str = '"storage", "policy"'
+) -> None:
     url, schema = database
     project.write(
         "wisp.toml",
         f"""
         [wisp]
         autoload = false
-        plugins = ["storage", "policy"]
+        plugins = [{plugins}]
         command_paths = ["bot"]
 
         [storage]
@@ -118,7 +120,8 @@ async def test_a_wispconf_takes_part_ahead_of_the_rules(project, database) -> No
 async def test_policy_cli_set_list_explain_remove_audit(
     project, database, monkeypatch, capsys
 ) -> None:
-    setup_project(project, database)
+    # Rule changes go to the one audit log, kept by the audit plugin.
+    setup_project(project, database, plugins='"storage", "policy", "audit"')
     monkeypatch.chdir(project.root)
 
     def run(*args: str) -> tuple[int, str, str]:

@@ -19,6 +19,12 @@ from wisp.errors import (
     WispError,
 )
 from wisp.markers import hookimpl, hookspec
+from wisp.metadata import (
+    PLUGIN_API_VERSION,
+    PluginMetadata,
+    WispDeprecationWarning,
+    hook_deprecated,
+)
 from wisp.pipeline import CallNext, Middleware, Order, middleware
 from wisp.responses import Outcome, Response
 from wisp.services import BaseService, Health, Service
@@ -41,6 +47,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "PLUGIN_API_VERSION",
     "BaseService",
     "CallNext",
     "Capability",
@@ -62,6 +69,7 @@ __all__ = [
     "ParamType",
     "PermissionDenied",
     "PluginError",
+    "PluginMetadata",
     "RateLimited",
     "Response",
     "Service",
@@ -70,11 +78,13 @@ __all__ = [
     "UserError",
     "Wisp",
     "WispContext",
+    "WispDeprecationWarning",
     "WispError",
     "__version__",
     "command",
     "current_context",
     "event_handler",
+    "hook_deprecated",
     "hookimpl",
     "hookspec",
     "job",

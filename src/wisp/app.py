@@ -111,6 +111,10 @@ class Wisp:
         self._compiled: dict[Target, CompiledTarget] = {}
         self._make_context: tuple[Any, ...] = ()
         self._global: CompiledTarget | None = None
+        #: The ``wisp`` subcommand this process runs (``"run"``, ``"worker"``...);
+        #: ``None`` when the application is used from code.  Lets a plugin keep
+        #: a listener (an HTTP port) to long-running processes.
+        self.cli_command: str | None = None
         self.state = State.NEW
 
     @property
@@ -130,6 +134,13 @@ class Wisp:
             raise RuntimeError("plugins must be registered before configure()")
         name = name or getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin)}"
         return self.pluginmanager.register(plugin, name, Origin.API)
+
+    def required_where(self) -> str:
+        """Where ``[wisp] required_plugins`` came from, for its error."""
+        if "WISP_REQUIRED_PLUGINS" in self.env:
+            return "WISP_REQUIRED_PLUGINS"
+        path = self.config.path
+        return "[wisp] required_plugins" + (f" in {path}" if path is not None else "")
 
     def bootstrap(self) -> Wisp:
         """Discover and register plugins; broken ones are recorded, not raised."""
@@ -173,6 +184,11 @@ class Wisp:
         pm.check()  # again: plugins may have been registered after bootstrap
         for failure in pm.failures:
             logger.warning("{} (the other plugins still load)", failure.describe())
+        if pm.collisions:
+            raise PluginError("\n".join(pm.collisions))
+        unmet = pm.check_required(self.config.core.required_plugins, self.required_where())
+        if unmet is not None:
+            raise PluginError(unmet)
         if self.config.core.strict_plugins and pm.failures:
             raise PluginError(
                 "strict_plugins: plugins failed to load:\n"

@@ -42,6 +42,13 @@ def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"must be one of {', '.join(levels)}")
 
 
+def _requirements(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    from wisp.metadata import parse_requirement
+
+    for item in value:
+        parse_requirement(item, "")
+
+
 @attrs.frozen
 class CoreConfig:
     """The ``[wisp]`` table: how the kernel loads plugins and logs."""
@@ -58,6 +65,8 @@ class CoreConfig:
     )
     #: Make any plugin failure fatal at start-up.
     strict_plugins: bool = False
+    #: Plugins the bot needs, with version ranges: ``["wisp-foo>=1.2", "jobs"]``.
+    required_plugins: list[str] = attrs.field(factory=list, validator=_requirements)
     #: Folders (relative to the project directory) holding command files.
     command_paths: list[str] = attrs.field(factory=list)
     log_level: str = attrs.field(default="INFO", validator=_log_level)

@@ -111,7 +111,8 @@ def wisp_services(app: Wisp) -> Sequence[Service] | Service | None:
     """Return services to register (see :class:`wisp.services.Service`).
 
     Services start in dependency order (``requires``) and stop in reverse;
-    each one's ``health()`` is shown by ``wisp doctor``.
+    each one's ``health()`` and readiness (its optional ``ready()``, else its
+    health) are shown by ``wisp doctor`` and served by the health plugin.
 
     :param app: The application.
 
@@ -312,6 +313,24 @@ def wisp_resilience_event(event: Any) -> None:
     """
 
 
+@hookspec
+def wisp_resilience_wrappers(app: Wisp) -> Sequence[Any] | None:
+    """Return wrappers around every call through a resilience policy.
+
+    Each wrapper is ``wrap(policy, call) -> call``: given the
+    ``wisp.plugins.resilience.api.Policy`` and the async callable that runs
+    its patterns, it returns an async callable with the same arguments (to
+    open a tracing span around the call, say).  Collected once when the
+    policies are built; a policy bound while no plugin implements this hook
+    costs nothing extra per call.  Wrappers apply outermost, first returned
+    outside.  ``async with policy:`` blocks are not wrapped.
+
+    :param app: The application, configured.
+
+    ``wispconf.py`` files: all.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Commands, events, jobs
 # ---------------------------------------------------------------------------
@@ -375,6 +394,33 @@ def wisp_error_message(ctx: WispContext, error: BaseException) -> str | None:
     :param error: The exception that ended the invocation.
 
     firstresult.  ``wispconf.py`` files: scoped.
+    """
+
+
+# ---------------------------------------------------------------------------
+# End-user data
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+async def wisp_delete_user_data(
+    app: Wisp, user_id: int, guild_id: int | None
+) -> Mapping[str, int] | None:
+    """Delete what this plugin stores about a Discord user; return what went.
+
+    Called by ``wisp data delete-user USER_ID [--guild ID]`` on a started
+    application, once per implementation.  Return a mapping of what was
+    removed to how many (``{"reminders": 3}``), ``{}`` if there was nothing.
+    A plugin implementing it should say so in its record
+    (``WISP_PLUGIN = wisp.PluginMetadata(..., data="...", user_data=True)``).
+    May be ``async``.
+
+    :param app: The started application.
+    :param user_id: The user whose data goes.
+    :param guild_id: Only that guild's data, or ``None`` for every guild and
+        the user's global data.
+
+    ``wispconf.py`` files: all.
     """
 
 

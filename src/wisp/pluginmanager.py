@@ -31,6 +31,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +45,14 @@ from loguru import logger
 from wisp import hookspecs
 from wisp.errors import ConfigError, PluginError
 from wisp.markers import PROJECT
+from wisp.metadata import (
+    PLUGIN_API_VERSION,
+    PluginMetadata,
+    WispDeprecationWarning,
+    normalize,
+    parse_requirement,
+    read_metadata,
+)
 
 __all__ = ["Origin", "PluginFailure", "PluginInfo", "WispPluginManager"]
 
@@ -106,12 +115,31 @@ class PluginInfo:
     path: Path | None = None
     #: For a ``wispconf.py``: the directory it governs.
     scope: Path | None = None
+    #: Its ``WISP_PLUGIN`` record, if it has one.
+    metadata: PluginMetadata | None = None
+    #: The entry point's value or the module imported (``-p``, command files).
+    source: str | None = None
+    #: Milliseconds spent importing it (``None``: registered as an object).
+    import_ms: float | None = None
 
     @property
     def dist_label(self) -> str:
         if self.distribution:
             return f"{self.distribution} {self.version or ''}".strip()
         return "-"
+
+    @property
+    def plugin_version(self) -> str | None:
+        """The record's version, else the distribution's."""
+        if self.metadata is not None and self.metadata.version:
+            return self.metadata.version
+        return self.version
+
+    def label(self) -> str:
+        """Who this is, for errors naming both sides of a clash."""
+        where = self.dist_label if self.distribution else (str(self.path) if self.path else None)
+        parts = [p for p in (where, self.origin.value, self.source) if p]
+        return ", ".join(parts)
 
 
 @attrs.frozen
@@ -125,6 +153,12 @@ class PluginFailure:
     distribution: str | None = None
     version: str | None = None
     path: Path | None = None
+    import_ms: float | None = None
+
+    @property
+    def status(self) -> str:
+        """``incompatible`` for a plugin API mismatch, else ``broken``."""
+        return "incompatible" if self.stage == "compatibility" else "broken"
 
     def describe(self) -> str:
         where = (
@@ -143,10 +177,19 @@ class _EntryPoint:
     distribution: str | None
     version: str | None
     load: Callable[[], object]
+    #: The distribution's ``Requires-Dist`` lines, read only when needed.
+    requires: Callable[[], list[str] | None] = lambda: None
 
 
 def _normalize(dist: str | None) -> str | None:
     return dist.lower().replace("_", "-").replace(".", "-") if dist else None
+
+
+def _requires_of(dist: Any) -> Callable[[], list[str] | None]:
+    def read() -> list[str] | None:
+        return None if dist is None else list(dist.requires or ())
+
+    return read
 
 
 def _entry_points() -> list[_EntryPoint]:
@@ -160,6 +203,7 @@ def _entry_points() -> list[_EntryPoint]:
                 dist.metadata["Name"] if dist is not None else None,
                 dist.version if dist is not None else None,
                 ep.load,
+                _requires_of(dist),
             )
         )
     # Scan order is the environment's business; ours is by name, then distribution.
@@ -190,6 +234,10 @@ class WispPluginManager:
         self._infos: dict[str, PluginInfo] = {}
         self._blocked: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
+        #: Start-up errors naming both sides: two plugins, commands or sections with one name.
+        self.collisions: list[str] = []
+        #: Entry points of group ``wisp``, scanned once by :meth:`load`.
+        self.entry_points: dict[str, _EntryPoint] = {}
         self.tracing = False
         self._subset_cache: dict[tuple[str, frozenset[str]], pluggy.HookCaller] = {}
         self._pm.hook.wisp_addhooks.call_historic(kwargs={"pluginmanager": self})
@@ -225,7 +273,19 @@ class WispPluginManager:
                         f"hook {name!r} implementation takes {sorted(extra)}, which the "
                         f"spec does not offer (spec: {sorted(spec_args)})",
                     )
-        self._pm.add_hookspecs(module_or_class)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self._pm.add_hookspecs(module_or_class)
+        self._rewarn(caught)
+        # Plugins registered before the spec was added use it only now.
+        for name in dir(module_or_class):
+            caller = getattr(self._pm.hook, name, None)
+            if isinstance(caller, pluggy.HookCaller) and caller.spec is not None:
+                for impl in list(caller.get_hookimpls()):
+                    try:
+                        self._warn_deprecated(impl.plugin_name, caller, impl)
+                    except Warning as exc:  # warnings turned into errors
+                        self._fail(impl.plugin_name, "validate", str(exc))
 
     # -- registration ---------------------------------------------------------
 
@@ -252,28 +312,53 @@ class WispPluginManager:
         version: str | None = None,
         path: Path | None = None,
         scope: Path | None = None,
+        source: str | None = None,
+        import_ms: float | None = None,
     ) -> bool:
-        """Register ``plugin``; return ``False`` if blocked or failed (failure recorded)."""
+        """Register ``plugin``; return ``False`` if blocked or failed (failure recorded).
+
+        Its ``WISP_PLUGIN`` record is read and its plugin API range checked
+        first: an incompatible plugin is never registered, so none of its
+        hooks run.  A name already taken is a collision, a start-up error.
+        """
         if self.is_blocked(name):
             return False
-        info = PluginInfo(name, plugin, origin, distribution, version, path, scope)
-        if name in self._infos:
-            other = self._infos[name]
+        info = PluginInfo(
+            name, plugin, origin, distribution, version, path, scope, None, source, import_ms
+        )
+
+        def fail(stage: str, message: str) -> bool:
             self.failures.append(
-                PluginFailure(
-                    name,
-                    origin,
-                    "register",
-                    f"name already taken by {other.dist_label} ({other.origin.value})",
-                    distribution,
-                    version,
-                    path,
-                )
+                PluginFailure(name, origin, stage, message, distribution, version, path, import_ms)
             )
             return False
+
+        if name in self._infos:
+            return fail("collision", self._collision(info))
+        try:
+            info.metadata = read_metadata(plugin)
+        except Exception as exc:
+            return fail("metadata", error_summary(exc, path))
+        meta = info.metadata
+        if meta is not None and not meta.supports(PLUGIN_API_VERSION):
+            from wisp import __version__
+
+            return fail(
+                "compatibility",
+                f"plugin {name!r} {info.plugin_version or ''} supports Wisp plugin API "
+                f"{meta.api}, but wisp-framework {__version__} provides plugin API "
+                f"{PLUGIN_API_VERSION}; it is not loaded".replace("  ", " "),
+            )
         self._infos[name] = info
         try:
-            self._pm.register(plugin, name)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._pm.register(plugin, name)
+            self._rewarn(caught)
+            for caller in self._pm.get_hookcallers(plugin) or ():
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        self._warn_deprecated(name, caller, impl)
             self._pm.hook.wisp_plugin_registered.call_historic(
                 kwargs={"plugin": plugin, "plugin_name": name, "manager": self}
             )
@@ -281,13 +366,52 @@ class WispPluginManager:
             self._infos.pop(name, None)
             if self._pm.get_plugin(name) is not None:
                 self._pm.unregister(name=name)
-            self.failures.append(
-                PluginFailure(
-                    name, origin, "register", error_summary(exc, path), distribution, version, path
-                )
-            )
-            return False
+            return fail("register", error_summary(exc, path))
         return True
+
+    def _collision(self, info: PluginInfo) -> str:
+        other = self._infos[info.name]
+        message = (
+            f"plugin name {info.name!r} is taken twice: by {other.label()} and by "
+            f"{info.label()}; uninstall or rename one of them"
+        )
+        self.collisions.append(message)
+        return message
+
+    def _rewarn(self, caught: list[warnings.WarningMessage]) -> None:
+        """Re-emit what pluggy warned, except the hook deprecations we name ourselves."""
+        ours: set[int] = set()
+        for caller in vars(self._pm.hook).values():
+            spec = caller.spec if isinstance(caller, pluggy.HookCaller) else None
+            if spec is not None:
+                ours.update(
+                    id(w) for w in (spec.warn_on_impl, *(spec.warn_on_impl_args or {}).values())
+                )
+        for w in caught:
+            if id(w.message) not in ours:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def _warn_deprecated(
+        self, plugin_name: str, caller: pluggy.HookCaller, impl: pluggy.HookImpl
+    ) -> None:
+        """Name the plugin (pluggy names only the function) in a hook deprecation."""
+        spec = caller.spec
+        if spec is None:
+            return
+        info = self._infos.get(plugin_name)
+        who = f"plugin {plugin_name!r}" + (f" ({info.label()})" if info is not None else "")
+        found: list[tuple[str, Warning]] = []
+        if spec.warn_on_impl is not None:
+            found.append((f"implements the deprecated hook {caller.name!r}", spec.warn_on_impl))
+        for arg in (*impl.argnames, *impl.kwargnames):
+            w = (spec.warn_on_impl_args or {}).get(arg)
+            if w is not None:
+                found.append((f"uses the deprecated argument {arg!r} of hook {caller.name!r}", w))
+        for what, warning in found:
+            message = f"{who} {what}: {warning}"
+            logger.warning("{}", message)
+            category = type(warning) if isinstance(warning, Warning) else WispDeprecationWarning
+            warnings.warn(category(message), stacklevel=2)
 
     def unregister(self, name: str) -> None:
         self._infos.pop(name, None)
@@ -300,7 +424,14 @@ class WispPluginManager:
             return
         self.failures.append(
             PluginFailure(
-                name, info.origin, stage, message, info.distribution, info.version, info.path
+                name,
+                info.origin,
+                stage,
+                message,
+                info.distribution,
+                info.version,
+                info.path,
+                info.import_ms,
             )
         )
         self.unregister(name)
@@ -333,6 +464,9 @@ class WispPluginManager:
         for name, reason in blocked:
             self.block(name, reason)
         eps = _entry_points()
+        self.entry_points = {}
+        for ep in eps:
+            self.entry_points.setdefault(ep.name, ep)
         if autoload:
             for ep in eps:
                 self._load_entry_point(ep)
@@ -357,18 +491,26 @@ class WispPluginManager:
             bundled = _normalize(ep.distribution) == BUNDLED_DISTRIBUTION
             origin = Origin.BUNDLED if bundled else Origin.THIRD_PARTY
         if ep.name in self._infos:
-            other = self._infos[ep.name]
+            # Not imported: its code must not run under a name another plugin holds.
+            info = PluginInfo(ep.name, None, origin, ep.distribution, ep.version, source=ep.value)
             self.failures.append(
                 PluginFailure(
                     ep.name,
                     origin,
-                    "register",
-                    f"entry point {ep.value!r}: the name is already taken by {other.dist_label}",
+                    "collision",
+                    self._collision(info),
                     ep.distribution,
                     ep.version,
                 )
             )
             return
+        if origin is not Origin.BUNDLED and (why := _framework_mismatch(ep)) is not None:
+            # Caught before the import: none of the plugin's code runs.
+            self.failures.append(
+                PluginFailure(ep.name, origin, "compatibility", why, ep.distribution, ep.version)
+            )
+            return
+        start = time.perf_counter()
         try:
             plugin = ep.load()
         except Exception as exc:
@@ -390,16 +532,22 @@ class WispPluginManager:
             distribution=ep.distribution,
             version=ep.version,
             path=_module_path(plugin),
+            source=ep.value,
+            import_ms=(time.perf_counter() - start) * 1000,
         )
 
     def import_plugin(self, modname: str, origin: Origin = Origin.CMDLINE) -> None:
         """Import a dotted module and register it under that name."""
+        start = time.perf_counter()
         try:
             module = importlib.import_module(modname)
         except Exception as exc:
             self.failures.append(PluginFailure(modname, origin, "import", error_summary(exc)))
             return
-        self.register(module, modname, origin, path=_module_path(module))
+        took = (time.perf_counter() - start) * 1000
+        self.register(
+            module, modname, origin, path=_module_path(module), source=modname, import_ms=took
+        )
 
     def load_local(self, rootdir: Path, command_paths: Sequence[str]) -> None:
         """Register the project's ``wispconf.py`` files and command files."""
@@ -445,6 +593,7 @@ class WispPluginManager:
         if name in self._infos or self.is_blocked(name):
             return
         modname = ".".join(rel.with_suffix("").parts)
+        start = time.perf_counter()
         try:
             module = importlib.import_module(modname)
         except Exception as exc:
@@ -467,7 +616,10 @@ class WispPluginManager:
             )
             return
         scope = path.parent if origin is Origin.WISPCONF else None
-        if not self.register(module, name, origin, path=path, scope=scope):
+        took = (time.perf_counter() - start) * 1000
+        if not self.register(
+            module, name, origin, path=path, scope=scope, source=modname, import_ms=took
+        ):
             return
         if origin is Origin.LOCAL and (hooks := self.hooks_of(name)):
             # A command file's hooks would apply to every command, after every
@@ -521,15 +673,10 @@ class WispPluginManager:
         while changed:
             changed = False
             for info in list(self._infos.values()):
-                for req in _requires(info.plugin):
-                    if req in self._infos:
+                for req in _requires(info):
+                    why = self.unmet(req)
+                    if why is None:
                         continue
-                    if req in self._blocked:
-                        why = f"which is blocked ({self._blocked[req]})"
-                    elif any(f.name == req for f in self.failures):
-                        why = "which failed to load"
-                    else:
-                        why = "which is not installed or not loaded"
                     self._fail(
                         info.name,
                         "requires",
@@ -537,6 +684,70 @@ class WispPluginManager:
                     )
                     changed = True
                     break
+
+    def find(self, name: str) -> PluginInfo | None:
+        """The registered plugin called ``name``, or whose distribution is ``name``."""
+        if name in self._infos:
+            return self._infos[name]
+        key = normalize(name)
+        for info in self._infos.values():
+            if normalize(info.name) == key:
+                return info
+        for info in self._infos.values():
+            if info.distribution and normalize(info.distribution) == key:
+                return info
+        return None
+
+    def unmet(self, requirement: str) -> str | None:
+        """Why ``requirement`` (``name`` or ``name>=1.2``) is not met, or ``None``."""
+        try:
+            req = parse_requirement(requirement, "requirement")
+        except ValueError:
+            # `wisp_requires` may name a local file ("bot/hello.py"): an exact name.
+            if requirement in self._infos:
+                return None
+            if requirement in self._blocked:
+                return f"which is blocked ({self._blocked[requirement]})"
+            if any(f.name == requirement for f in self.failures):
+                return "which failed to load"
+            return "which is not installed or not loaded"
+        info = self.find(req.name)
+        if info is None:
+            key = normalize(req.name)
+            if any(normalize(n) == key for n in self._blocked):
+                name = next(n for n in self._blocked if normalize(n) == key)
+                return f"which is blocked ({self._blocked[name]})"
+            if any(
+                normalize(f.name) == key or normalize(f.distribution or "") == key
+                for f in self.failures
+            ):
+                return "which failed to load"
+            return "which is not installed or not loaded"
+        if not req.specifier:
+            return None
+        version = info.plugin_version
+        if version is None:
+            return f"but plugin {info.name!r} has no version"
+        if not req.specifier.contains(version, prereleases=True):
+            return f"but plugin {info.name!r} ({info.label()}) is version {version}"
+        return None
+
+    def check_required(self, required: Sequence[str], where: str) -> str | None:
+        """One message for every unmet ``[wisp] required_plugins`` entry, or ``None``."""
+        problems = [f"{r!r}, {why}" for r in required if (why := self.unmet(r)) is not None]
+        if not problems:
+            return None
+        return f"required plugins ({where}) are missing or do not match:\n" + "\n".join(
+            "  - " + p for p in problems
+        )
+
+    def intents(self) -> dict[str, list[str]]:
+        """Every gateway intent enabled plugins declare, with the plugins needing it."""
+        out: dict[str, list[str]] = {}
+        for info in self._infos.values():
+            for intent in info.metadata.intents if info.metadata else ():
+                out.setdefault(intent, []).append(info.name)
+        return dict(sorted(out.items()))
 
     # -- introspection --------------------------------------------------------
 
@@ -653,11 +864,35 @@ class WispPluginManager:
         self.tracing = True
 
 
-def _requires(plugin: object) -> tuple[str, ...]:
-    req = getattr(plugin, "wisp_requires", ())
-    if isinstance(req, str):
-        return (req,)
-    return tuple(req)
+def _requires(info: PluginInfo) -> tuple[str, ...]:
+    """``wisp_requires`` (names, the older form) and the record's ``requires``."""
+    req = getattr(info.plugin, "wisp_requires", ())
+    out = (req,) if isinstance(req, str) else tuple(req)
+    if info.metadata is not None:
+        out += tuple(r for r in info.metadata.requires if r not in out)
+    return out
+
+
+def _framework_mismatch(ep: _EntryPoint) -> str | None:
+    """Why the plugin's distribution cannot run on this wisp-framework, or ``None``."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from wisp import __version__
+
+    for line in ep.requires() or ():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if normalize(req.name) != BUNDLED_DISTRIBUTION or req.marker is not None:
+            continue
+        if not req.specifier.contains(__version__, prereleases=True):
+            return (
+                f"plugin {ep.name!r} {ep.version or ''} requires wisp-framework"
+                f"{req.specifier}, but wisp-framework {__version__} is installed; "
+                "it is not loaded"
+            ).replace("  ", " ")
+    return None
 
 
 def _module_path(plugin: object) -> Path | None:

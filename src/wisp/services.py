@@ -1,8 +1,9 @@
-"""Services: long-lived parts with async start/stop and a health check.
+"""Services: long-lived parts with async start/stop, health and readiness.
 
 Plugins return services from ``wisp_services``.  The registry starts them in
 dependency order (a service lists the names it ``requires``), stops them in
-reverse, and asks each for its health for ``wisp doctor``.
+reverse, and asks each for its health and readiness for ``wisp doctor`` and
+the health plugin's ``/readyz``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Service(Protocol):
 
     A service may also have ``after``: names of services to start before it
     when they are registered (an optional dependency), where ``requires``
-    fails without them.
+    fails without them; and ``async def ready() -> Health``: whether it can
+    serve now (connected, caught up), where ``health`` says whether it works
+    at all.  Without ``ready`` its health is its readiness.
     """
 
     name: str
@@ -175,6 +178,25 @@ class ServiceRegistry:
                 return Health(False, f"health check timed out after {timeout}s")
             except Exception as exc:
                 return Health(False, f"health check raised {type(exc).__name__}: {exc}")
+
+        names = list(self._entries)
+        results = await asyncio.gather(*(one(self._entries[n].service) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def ready_all(self, timeout: float = 5.0) -> dict[str, Health]:
+        """Ask every service whether it can serve now: its ``ready()``, or its
+        ``health()`` when it has none; a raise or a timeout is not ready."""
+
+        async def one(service: Service) -> Health:
+            check = getattr(service, "ready", None) or service.health
+            try:
+                async with asyncio.timeout(timeout):
+                    result: Health = await check()
+                    return result
+            except TimeoutError:
+                return Health(False, f"readiness check timed out after {timeout}s")
+            except Exception as exc:
+                return Health(False, f"readiness check raised {type(exc).__name__}: {exc}")
 
         names = list(self._entries)
         results = await asyncio.gather(*(one(self._entries[n].service) for n in names))

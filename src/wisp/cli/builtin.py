@@ -1,4 +1,4 @@
-"""The kernel's own subcommands: plugins, doctor, config, call, run."""
+"""The kernel's own subcommands: plugins, doctor, config, call, run, data, plugin."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wisp.cli.commands import CliCommand
+from wisp.cli.data import DATA_COMMAND
+from wisp.cli.scaffold import PLUGIN_COMMAND
 from wisp.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
@@ -39,10 +41,79 @@ def _plugins_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="per command and event handler, the compiled middleware order",
     )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="every plugin (loaded, blocked, broken, incompatible) as JSON, with its record",
+    )
+
+
+def plugins_report(app: Wisp) -> dict[str, Any]:
+    """What ``wisp plugins --json`` prints: every plugin Wisp saw, and its status."""
+    from wisp import __version__
+    from wisp.metadata import PLUGIN_API_VERSION
+
+    pm = app.pluginmanager
+    rows: list[dict[str, Any]] = []
+    for i in pm.plugins():
+        rows.append(
+            {
+                "name": i.name,
+                "distribution": i.distribution,
+                "version": i.plugin_version,
+                "origin": i.origin.value,
+                "hooks": pm.hooks_of(i.name),
+                "status": "loaded",
+                "cause": None,
+                "import_ms": None if i.import_ms is None else round(i.import_ms, 3),
+                "path": None if i.path is None else str(i.path),
+                "metadata": None if i.metadata is None else i.metadata.as_dict(),
+            }
+        )
+    for name, reason in sorted(pm.blocked().items()):
+        ep = pm.entry_points.get(name)
+        rows.append(
+            {
+                "name": name,
+                "distribution": ep.distribution if ep else None,
+                "version": ep.version if ep else None,
+                "origin": None,
+                "hooks": [],
+                "status": "blocked",
+                "cause": reason,
+                "import_ms": None,
+                "path": None,
+                "metadata": None,
+            }
+        )
+    for f in pm.failures:
+        rows.append(
+            {
+                "name": f.name,
+                "distribution": f.distribution,
+                "version": f.version,
+                "origin": f.origin.value,
+                "hooks": [],
+                "status": f.status,
+                "cause": f"{f.stage}: {f.message}",
+                "import_ms": None if f.import_ms is None else round(f.import_ms, 3),
+                "path": None if f.path is None else str(f.path),
+                "metadata": None,
+            }
+        )
+    return {
+        "wisp": __version__,
+        "plugin_api": PLUGIN_API_VERSION,
+        "plugins": rows,
+        "collisions": list(pm.collisions),
+    }
 
 
 def _plugins(app: Wisp, args: argparse.Namespace) -> int:
     pm = app.pluginmanager
+    if args.json:
+        print(json.dumps(plugins_report(app), indent=2))
+        return 1 if pm.failures or pm.collisions else 0
     if args.hooks:
         for hookname, impls in pm.hook_table():
             print(hookname)
@@ -75,7 +146,9 @@ def _plugins(app: Wisp, args: argparse.Namespace) -> int:
             print(f"blocked: {name} ({reason})")
     for failure in pm.failures:
         print(f"FAILED: {failure.describe()}", file=sys.stderr)
-    return 1 if pm.failures else 0
+    for collision in pm.collisions:
+        print(f"COLLISION: {collision}", file=sys.stderr)
+    return 1 if pm.failures or pm.collisions else 0
 
 
 # -- wisp doctor --------------------------------------------------------------
@@ -96,6 +169,7 @@ async def _doctor(app: Wisp, args: argparse.Namespace) -> int:
     for failure in pm.failures:
         problems += 1
         print(f"  FAIL {failure.describe()}")
+    problems += _doctor_plugins(app)
     try:
         app.configure()
         print("configuration: ok")
@@ -110,6 +184,7 @@ async def _doctor(app: Wisp, args: argparse.Namespace) -> int:
         return 1
     try:
         health = await app.services.health_all(timeout=args.timeout)
+        ready = await app.services.ready_all(timeout=args.timeout)
     finally:
         await app.stop()
     print(f"services: {len(health)}")
@@ -117,8 +192,62 @@ async def _doctor(app: Wisp, args: argparse.Namespace) -> int:
         mark = "ok  " if h.ok else "FAIL"
         problems += not h.ok
         print(f"  {mark} {name} (plugin {app.services.plugin_of(name)}): {h.detail}")
+        r = ready[name]
+        problems += h.ok and not r.ok
+        # Without its own ready(), a service's readiness is its health again.
+        own = hasattr(app.services.get(name), "ready")
+        state = "ready" if r.ok else "NOT READY"
+        print(f"       {state}: {r.detail}" if own or not r.ok else f"       {state}")
     print("doctor: " + ("all good" if not problems else f"{problems} problem(s)"))
     return 1 if problems else 0
+
+
+def without_data_statement(app: Wisp) -> list[str]:
+    """Plugins that say nothing about the user data they store (command files aside:
+    they are the bot's own code)."""
+    from wisp.pluginmanager import Origin
+
+    return [
+        i.name
+        for i in app.pluginmanager.plugins()
+        if i.origin is not Origin.LOCAL and (i.metadata is None or i.metadata.data is None)
+    ]
+
+
+def _doctor_plugins(app: Wisp) -> int:
+    """Collisions, required plugins, gateway intents and data statements; problems found."""
+    from wisp.metadata import PLUGIN_API_VERSION
+
+    pm = app.pluginmanager
+    problems = 0
+    print(f"plugin API: {PLUGIN_API_VERSION}")
+    for collision in pm.collisions:
+        problems += 1
+        print(f"  FAIL {collision}")
+    required = app.config.core.required_plugins
+    unmet = pm.check_required(required, app.required_where())
+    if unmet is not None:
+        problems += 1
+        print(f"required plugins: FAIL {unmet}")
+    elif required:
+        print(f"required plugins: ok ({', '.join(required)})")
+    intents = pm.intents()
+    print("gateway intents:" + ("" if intents else " none declared"))
+    for intent, needed_by in intents.items():
+        print(f"  {intent}: {', '.join(needed_by)}")
+    loaded = pm.plugins()
+    silent = without_data_statement(app)
+    if silent:
+        print(f"plugins without a data statement: {', '.join(silent)}")
+    for i in loaded:
+        meta = i.metadata
+        if meta and meta.user_data and "wisp_delete_user_data" not in pm.hooks_of(i.name):
+            problems += 1
+            print(
+                f"  FAIL plugin {i.name!r} stores user data but does not implement "
+                "wisp_delete_user_data"
+            )
+    return problems
 
 
 def _doctor_args(p: argparse.ArgumentParser) -> None:
@@ -203,4 +332,6 @@ BUILTIN_COMMANDS = (
     CliCommand("config", "print the effective configuration (secrets redacted)", _config),
     CliCommand("call", "run one command through the pipeline from the shell", _call, _call_args),
     CliCommand("run", "start every service and serve until SIGINT or SIGTERM", _run),
+    DATA_COMMAND,
+    PLUGIN_COMMAND,
 )

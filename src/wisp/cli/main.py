@@ -21,7 +21,7 @@ from wisp.app import Wisp
 from wisp.cli.builtin import BUILTIN_COMMANDS
 from wisp.cli.commands import CliCommand
 from wisp.errors import ConfigError, PluginError
-from wisp.logs import setup_logging
+from wisp.logs import CLI_LOGGING, CliLogging, setup_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -97,6 +97,7 @@ def make_app(ns: argparse.Namespace) -> Wisp:
 
 def _collect_commands(app: Wisp) -> dict[str, CliCommand]:
     commands = {c.name: c for c in BUILTIN_COMMANDS}
+    owners: dict[str, str] = {}
     try:
         found = list(app.pluginmanager.results("wisp_cli_commands", app=app))
     except PluginError as exc:
@@ -109,13 +110,18 @@ def _collect_commands(app: Wisp) -> dict[str, CliCommand]:
                     "plugin {!r} returned {!r} from wisp_cli_commands; ignored", plugin_name, cmd
                 )
             elif cmd.name in commands:
-                logger.error(
-                    "plugin {!r} adds 'wisp {}', which exists already; ignored",
-                    plugin_name,
-                    cmd.name,
+                # Fatal at configure time; `wisp plugins` and `wisp doctor` still show it.
+                owner = owners.get(cmd.name)
+                first = f"plugin {owner!r}" if owner else "the kernel"
+                message = (
+                    f"command 'wisp {cmd.name}' is defined twice: by {first} and by "
+                    f"plugin {plugin_name!r}"
                 )
+                app.pluginmanager.collisions.append(message)
+                logger.error("{}", message)
             else:
                 commands[cmd.name] = cmd
+                owners[cmd.name] = plugin_name
     return commands
 
 
@@ -150,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if app.trace and LEVELS.index(level) > LEVELS.index("DEBUG"):
         level = "DEBUG"  # trace lines are DEBUG records: asking for them means showing them
     setup_logging(level, app.config.core.log_format)
+    # The process's sinks are this app's: a logging plugin may replace them.
+    app.stash[CLI_LOGGING] = CliLogging(level, app.config.core.log_format)
     app.bootstrap()
     commands = _collect_commands(app)
     parser = build_parser(app, commands)
@@ -158,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     cmd = commands[args.command]
+    app.cli_command = args.command
     try:
         if cmd.configure:
             app.configure()

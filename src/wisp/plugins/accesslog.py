@@ -13,11 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from wisp import Middleware, Order, StashKey, WispError, hookimpl
+from wisp import Middleware, Order, PluginMetadata, StashKey, WispError, hookimpl
 
 if TYPE_CHECKING:
     from wisp import CallNext, Wisp, WispContext
     from wisp.targets import Target
+
+
+WISP_PLUGIN = PluginMetadata(
+    name="accesslog",
+    description="One log line per invocation with its outcome and duration.",
+    api=">=1.0,<2",
+    data="Nothing stored; its log lines name the user id of each invocation.",
+)
 
 
 def _positive(_: Any, attribute: attrs.Attribute[float], value: float) -> None:

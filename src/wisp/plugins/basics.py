@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from wisp import WispContext, command
+from wisp import PluginMetadata, WispContext, command
+
+WISP_PLUGIN = PluginMetadata(
+    name="basics",
+    description="The ping and help commands.",
+    api=">=1.0,<2",
+    commands=("ping", "help"),
+    data="Nothing.",
+)
 
 
 @command(description="Check that the bot answers.")

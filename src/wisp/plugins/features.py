@@ -16,12 +16,24 @@ import sys
 from typing import Any
 
 import wisp
+from wisp.plugins.audit import api as audit_api
 from wisp.targets import Target
 
 wisp_requires = ["storage"]
 
 #: Plugins whose commands stay on: switching these off would lock a guild out.
 ALWAYS_ON = frozenset({"features", "policy"})
+
+
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="features",
+    description="Per-guild plugin switches: /plugins, wisp plugins enable|disable.",
+    api=">=1.0,<2",
+    requires=("storage",),
+    commands=("plugins enable", "plugins disable", "plugins list"),
+    capabilities=("plugins.manage",),
+    data="Per-guild plugin switches (in storage's plugin_states); nothing about users.",
+)
 
 
 def _switchable(app: wisp.Wisp) -> list[str]:
@@ -59,11 +71,26 @@ def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
     return wisp.Middleware("feature-flags", feature_flag, wisp.Order.FEATURE_FLAGS)
 
 
+async def _set(app: wisp.Wisp, plugin: str, guild_id: int, enabled: bool) -> None:
+    """Switch, and record the change in the audit log (if the audit plugin runs)."""
+    states = app.services.get("plugin_state")
+    before = await states.is_enabled(plugin, guild_id)
+    await states.set_enabled(plugin, guild_id, enabled)
+    await audit_api.record(
+        app,
+        "features.enable" if enabled else "features.disable",
+        target=plugin,
+        guild_id=guild_id,
+        before={"enabled": before},
+        after={"enabled": enabled},
+    )
+
+
 async def _switch(ctx: wisp.WispContext, plugin: str, enabled: bool) -> wisp.Response:
     if ctx.guild_id is None:
         raise wisp.UserError("Plugins are switched per server.")
     _check_name(ctx.app, plugin)
-    await ctx.service("plugin_state").set_enabled(plugin, ctx.guild_id, enabled)
+    await _set(ctx.app, plugin, ctx.guild_id, enabled)
     return wisp.Response(
         f"`{plugin}` is now {'on' if enabled else 'off'} in this server.", ephemeral=True
     )
@@ -115,7 +142,7 @@ async def _cli_switch(app: wisp.Wisp, args: argparse.Namespace) -> int:
         return 2
     enabled = args.plugins_action == "enable"
     async with app:
-        await app.services.get("plugin_state").set_enabled(args.name, args.guild, enabled)
+        await _set(app, args.name, args.guild, enabled)
     print(f"{args.name} is now {'on' if enabled else 'off'} in guild {args.guild}")
     return 0
 

@@ -27,6 +27,14 @@ import wisp
 __all__ = ["Module", "ModuleContext", "ModulesConfig"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="modules",
+    description="Wisp 1.x modules, run unchanged on the Wisp bot.",
+    api=">=1.0,<2",
+    data="Nothing itself; what a legacy module stores is that module's business.",
+)
+
+
 class Module(abc.ABC):
     """The 1.x module base class (subclassing it is optional: duck typing works)."""
 

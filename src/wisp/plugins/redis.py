@@ -9,12 +9,21 @@ client with ``app.services.get("redis")`` and should start ``after`` it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import redis.asyncio as aioredis
 
 import wisp
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="redis",
+    description="The shared redis-py asyncio client (the redis service).",
+    api=">=1.0,<2",
+    data="Nothing itself: other plugins store through it and state what.",
+)
 
 
 def _url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
@@ -43,6 +52,8 @@ class RedisService(wisp.BaseService):
 
     async def start(self) -> None:
         # A bounded pool that makes callers wait for a connection rather than fail.
+        import redis.asyncio as aioredis  # only once a Redis is configured and starts
+
         pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=50, timeout=10)
         self.client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         try:

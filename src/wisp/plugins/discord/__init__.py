@@ -15,10 +15,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import wisp
-from wisp.plugins.discord.config import DiscordConfig
+from wisp.plugins.discord.config import KNOWN_INTENTS, DiscordConfig
 
 if TYPE_CHECKING:
     from wisp.plugins.discord.bot import DiscordService
+
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="discord",
+    description="A discord.py bot whose slash commands, prefix commands and events run "
+    "through Wisp; an offline fake Discord.",
+    api=">=1.0,<2",
+    intents=("guilds",),
+    permissions=("send_messages", "use_application_commands"),
+    commands=("wisp commands",),
+    data="Nothing: it relays Discord traffic and keeps only in-memory caches.",
+)
 
 #: The bot service, once ``wisp run`` (or a test) asked for one.
 service_key = wisp.StashKey["DiscordService"]()
@@ -27,6 +38,16 @@ service_key = wisp.StashKey["DiscordService"]()
 @wisp.hookimpl
 def wisp_config_sections() -> dict[str, type[Any]]:
     return {"discord": DiscordConfig}
+
+
+@wisp.hookimpl
+def wisp_configure(app: wisp.Wisp) -> None:
+    for intent, plugins in app.pluginmanager.intents().items():
+        if intent not in KNOWN_INTENTS:
+            raise wisp.PluginError(
+                f"plugin {plugins[0]!r} declares the unknown gateway intent {intent!r}; "
+                f"known: {', '.join(KNOWN_INTENTS)}"
+            )
 
 
 @wisp.hookimpl

@@ -73,8 +73,9 @@ class DiscordService(wisp.BaseService):
     # -- building ---------------------------------------------------------------
 
     def intents(self) -> discord.Intents:
+        """``[discord] intents`` plus every intent an enabled plugin's record declares."""
         intents = discord.Intents.none()
-        for name in self.config.intents:
+        for name in (*self.config.intents, *self.app.pluginmanager.intents()):
             setattr(intents, name, True)
         return intents
 
@@ -485,7 +486,8 @@ def _route_discord_logging() -> None:
     log = logging.getLogger("discord")
     if not any(isinstance(h, _ToLoguru) for h in log.handlers):
         log.addHandler(_ToLoguru())
-        log.setLevel(logging.INFO)
+        if log.level == logging.NOTSET:  # [logging] levels may have set one
+            log.setLevel(logging.INFO)
         log.propagate = False
 
 

@@ -44,6 +44,7 @@ import re
 import secrets
 import socket
 import time
+import urllib.parse
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -71,6 +72,7 @@ __all__ = [
     "FakeMember",
     "FakeRole",
     "FakeUser",
+    "FakeWebhook",
     "RecordedCall",
     "RecordedFile",
     "guild_id_for_shard",
@@ -332,6 +334,8 @@ class FakeMember:
     roles: list[int] = attrs.Factory(list)
     nick: str | None = None
     joined_at: datetime = attrs.Factory(lambda: _FIXTURE_TIME)
+    #: ISO 8601 end of a timeout (``PATCH .../members/ID``), or None.
+    communication_disabled_until: str | None = None
 
     def to_payload(self, *, with_user: bool = True) -> JSON:
         payload: JSON = {
@@ -345,7 +349,7 @@ class FakeMember:
             "mute": False,
             "flags": 0,
             "pending": False,
-            "communication_disabled_until": None,
+            "communication_disabled_until": self.communication_disabled_until,
         }
         if with_user:
             payload["user"] = self.user.to_payload()
@@ -383,6 +387,8 @@ class FakeGuild:
     features: list[str] = attrs.Factory(list)
     description: str | None = None
     system_channel_id: int | None = None
+    #: Banned user ids and the ban's reason (``PUT``/``DELETE /guilds/ID/bans/USER``).
+    bans: dict[int, str | None] = attrs.Factory(dict)
 
     def get_channel(self, channel_id: int) -> FakeChannel | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -451,6 +457,28 @@ class DispatchedEvent:
     name: str
     data: JSON
     shard_ids: tuple[int, ...]
+
+
+@attrs.define
+class FakeWebhook:
+    """A channel webhook (``FakeDiscord.create_webhook``): what a log sink posts to.
+
+    Executions arrive in :attr:`FakeDiscord.calls` (``POST /webhooks/{id}/{token}``)
+    and become messages in the channel, authored by the webhook.
+    """
+
+    id: int
+    token: str
+    channel_id: int
+    name: str = "wisp-webhook"
+
+    @property
+    def url(self) -> str:
+        """The URL Discord would show (discord.py's ``Webhook.from_url`` parses it)."""
+        return f"https://discord.com/api/webhooks/{self.id}/{self.token}"
+
+    def user(self) -> FakeUser:
+        return FakeUser(id=self.id, username=self.name, bot=True)
 
 
 @attrs.define
@@ -703,6 +731,8 @@ class FakeDiscord:
         self._reactions: dict[int, dict[str, tuple[JSON, list[int]]]] = {}
         self._joined_at = _FIXTURE_TIME
         self._interaction_tokens: dict[str, FakeInteraction] = {}
+        #: Channel webhooks by id (:meth:`create_webhook`).
+        self.webhooks: dict[int, FakeWebhook] = {}
         self._dm_channels: dict[int, int] = {}  # channel id -> user id
         self._cdn_files: dict[str, tuple[bytes, str]] = {}
         self._sessions: dict[str, _Session] = {}
@@ -1996,6 +2026,8 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
         reason = request.headers.get("X-Audit-Log-Reason")
+        if reason is not None:  # discord.py percent-encodes it; Discord shows it decoded
+            reason = urllib.parse.unquote(reason)
         api_request = _ApiRequest(request.method, path, dict(request.query), body, files, reason)
         authorization = request.headers.get("Authorization", "")
         webhook_route = path.startswith(("/webhooks/", "/interactions/"))
@@ -2023,6 +2055,8 @@ class FakeDiscord:
                 reason=reason,
             )
         )
+        if reply.status == 204:  # No Content, as Discord answers kicks and bans
+            return web.Response(status=204)
         return web.Response(
             status=reply.status, body=_dumps(reply.body).encode(), content_type="application/json"
         )
@@ -2086,6 +2120,11 @@ class FakeDiscord:
             ("GET", r"/guilds/(?P<guild>\d+)/roles", self._h_guild_roles),
             ("GET", r"/guilds/(?P<guild>\d+)/members", self._h_guild_members),
             ("GET", r"/guilds/(?P<guild>\d+)/members/(?P<user>\d+)", self._h_guild_member),
+            ("PATCH", r"/guilds/(?P<guild>\d+)/members/(?P<user>\d+)", self._h_edit_member),
+            ("DELETE", r"/guilds/(?P<guild>\d+)/members/(?P<user>\d+)", self._h_kick),
+            ("GET", r"/guilds/(?P<guild>\d+)/bans/(?P<user>\d+)", self._h_get_ban),
+            ("PUT", r"/guilds/(?P<guild>\d+)/bans/(?P<user>\d+)", self._h_ban),
+            ("DELETE", r"/guilds/(?P<guild>\d+)/bans/(?P<user>\d+)", self._h_unban),
             ("GET", r"/channels/(?P<channel>\d+)", self._h_channel),
             ("POST", r"/channels/(?P<channel>\d+)/messages", self._h_send_message),
             ("GET", r"/channels/(?P<channel>\d+)/messages", self._h_history),
@@ -2352,6 +2391,39 @@ class FakeDiscord:
         }
         return _Reply(200, result)
 
+    def create_webhook(
+        self, channel_id: int | None = None, name: str = "wisp-webhook"
+    ) -> FakeWebhook:
+        """A webhook in ``channel_id`` (default: the default guild's first channel)."""
+        if channel_id is None:
+            channel_id = self.default_guild.channels[0].id
+        hook = FakeWebhook(new_snowflake(), secrets.token_urlsafe(51), channel_id, name)
+        self.webhooks[hook.id] = hook
+        return hook
+
+    def webhook_messages(self, hook: FakeWebhook) -> list[JSON]:
+        """The messages ``hook`` has posted, oldest first."""
+        return [m for m in self.messages.values() if m.get("webhook_id") == str(hook.id)]
+
+    async def _execute_webhook(
+        self, hook: FakeWebhook, request: _ApiRequest, args: dict[str, str]
+    ) -> _Reply:
+        if args["token"] != hook.token:
+            return _error(401, 50027, "Invalid Webhook Token")
+        body: JSON = request.json if isinstance(request.json, dict) else {}
+        if not _has_message_content(body, request.files):
+            return _error(400, 50006, "Cannot send an empty message")
+        if len(str(body.get("content") or "")) > 2000:
+            return _error(400, 50035, "Invalid Form Body: content must be 2000 or fewer in length.")
+        if len(body.get("embeds") or []) > 10:
+            return _error(400, 50035, "Invalid Form Body: embeds must be 10 or fewer in length.")
+        message = self._new_message(
+            channel_id=hook.channel_id, author=hook.user(), body=body, files=request.files
+        )
+        message["webhook_id"] = str(hook.id)
+        await self._echo("MESSAGE_CREATE", message)
+        return _Reply(200, message)
+
     def _webhook_interaction(self, args: dict[str, str]) -> FakeInteraction | None:
         if int(args["app"]) != self.application_id:
             return None
@@ -2405,6 +2477,9 @@ class FakeDiscord:
         return _Reply(200, {})
 
     async def _h_followup(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        hook = self.webhooks.get(int(args["app"]))
+        if hook is not None:
+            return await self._execute_webhook(hook, request, args)
         interaction = self._webhook_interaction(args)
         if interaction is None or not interaction.responded:
             return _unknown("Webhook", 10015)
@@ -2496,6 +2571,76 @@ class FakeDiscord:
             return _unknown("Guild", 10004)
         member = guild.get_member(int(args["user"]))
         return _Reply(200, member.to_payload()) if member else _unknown("Member", 10007)
+
+    # -- moderation: timeouts (member edits), kicks, bans
+
+    def _moderated(self, args: dict[str, str]) -> tuple[FakeGuild, int] | _Reply:
+        guild = self.guilds.get(int(args["guild"]))
+        if guild is None:
+            return _unknown("Guild", 10004)
+        user_id = int(args["user"])
+        if user_id == guild.owner_id:  # Discord refuses to act on the owner
+            return _error(403, 50013, "Missing Permissions")
+        return guild, user_id
+
+    async def _h_edit_member(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        found = self._moderated(args)
+        if isinstance(found, _Reply):
+            return found
+        guild, user_id = found
+        member = guild.get_member(user_id)
+        if member is None:
+            return _unknown("Member", 10007)
+        body: JSON = request.json if isinstance(request.json, dict) else {}
+        if "communication_disabled_until" in body:
+            member.communication_disabled_until = body["communication_disabled_until"]
+        if "nick" in body:
+            member.nick = body["nick"]
+        payload = {**member.to_payload(), "guild_id": str(guild.id)}
+        await self.dispatch("GUILD_MEMBER_UPDATE", payload)
+        return _Reply(200, member.to_payload())
+
+    async def _remove_member(self, guild: FakeGuild, member: FakeMember) -> None:
+        guild.members.remove(member)
+        await self.dispatch(
+            "GUILD_MEMBER_REMOVE", {"guild_id": str(guild.id), "user": member.user.to_payload()}
+        )
+
+    async def _h_kick(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        found = self._moderated(args)
+        if isinstance(found, _Reply):
+            return found
+        guild, user_id = found
+        member = guild.get_member(user_id)
+        if member is None:
+            return _unknown("Member", 10007)
+        await self._remove_member(guild, member)
+        return _Reply(204, None)
+
+    async def _h_get_ban(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        guild = self.guilds.get(int(args["guild"]))
+        user_id = int(args["user"])
+        if guild is None or user_id not in guild.bans:
+            return _unknown("Ban", 10026)
+        user = self._find_user(user_id) or FakeUser(id=user_id, username=f"user{user_id}")
+        return _Reply(200, {"reason": guild.bans[user_id], "user": user.to_payload()})
+
+    async def _h_ban(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        found = self._moderated(args)
+        if isinstance(found, _Reply):
+            return found
+        guild, user_id = found
+        guild.bans[user_id] = request.reason
+        member = guild.get_member(user_id)
+        if member is not None:
+            await self._remove_member(guild, member)
+        return _Reply(204, None)
+
+    async def _h_unban(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
+        guild = self.guilds.get(int(args["guild"]))
+        if guild is None or guild.bans.pop(int(args["user"]), ...) is ...:
+            return _unknown("Ban", 10026)
+        return _Reply(204, None)
 
     async def _h_channel(self, request: _ApiRequest, args: dict[str, str]) -> _Reply:
         payload = self._channel_payload(int(args["channel"]))

@@ -4,7 +4,8 @@
 points discord.py at it and starts the application with its Discord service,
 then plays console lines: ``/name key=value`` runs a slash command, anything
 else is a message in ``#general`` (so ``!ping`` is a prefix command), and a
-leading ``@ID`` speaks as another member.  ``wisp run --offline`` is a console
+leading ``@ID`` speaks as another member, and ``~wait SECONDS`` lets time pass
+showing what the bot sent meanwhile (a job firing).  ``wisp run --offline`` is a console
 over it; ``--script FILE`` replays a file; the pytest fixtures use it too.
 """
 
@@ -209,6 +210,12 @@ class OfflineDriver:
                 exchange.replies.append(text)
         return exchange
 
+    async def wait(self, seconds: float) -> Exchange:
+        """Let ``seconds`` pass; collect what the bot sent meanwhile, unasked (jobs firing)."""
+        mark, seen = self.fake.mark(), len(self._outcomes)
+        await asyncio.sleep(seconds)
+        return self._collect(Exchange(f"~wait {seconds:g}"), mark, seen)
+
     def _tree_commands(self) -> set[str]:
         bot = self.service.bot if self.service is not None else None
         return {c.name for c in bot.tree.get_commands()} if bot is not None else set()
@@ -225,6 +232,15 @@ class OfflineDriver:
         line = original = line.strip()
         if not line or line.startswith("#"):
             return None
+        if line.startswith("~"):
+            word, _, arg = line[1:].partition(" ")
+            try:
+                seconds = float(arg)
+            except ValueError:
+                seconds = -1.0
+            if word != "wait" or not 0 <= seconds <= 3600:
+                return Exchange(line, error="the only ~ line is `~wait SECONDS` (0 to 3600)")
+            return await self.wait(seconds)
         user = None
         if line.startswith("@"):
             who, _, line = line.partition(" ")

@@ -27,6 +27,15 @@ __all__ = ["JobsConfig", "JobsService", "Schedule"]
 HERE = Path(__file__).parent
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="jobs",
+    description="Durable jobs in the database or Redis: wisp worker, wisp jobs.",
+    api=">=1.0,<2",
+    data="Jobs and their payloads, as the plugins that enqueue them write them (those "
+    "plugins state what); the guild and user ids of each job.",
+)
+
+
 @wisp.hookimpl
 def wisp_addhooks(pluginmanager: Any) -> None:
     pluginmanager.add_hookspecs(hookspecs)
@@ -58,6 +67,21 @@ def wisp_services(app: wisp.Wisp) -> Sequence[wisp.Service]:
         )
         return []
     return [JobsService(app, config)]
+
+
+@wisp.hookimpl
+async def wisp_startup(app: wisp.Wisp) -> None:
+    # After every service started, so the bot a job talks to is connected.
+    config: JobsConfig = app.config.section(JobsConfig)
+    if config.embedded_worker and "jobs" in app.services and "discord" in app.services:
+        app.services.get("jobs").start_worker()
+
+
+@wisp.hookimpl
+async def wisp_shutdown(app: wisp.Wisp) -> None:
+    # Before services stop: running jobs finish (or are released) while the bot is up.
+    if "jobs" in app.services:
+        await app.services.get("jobs").stop_worker()
 
 
 @wisp.hookimpl

@@ -41,6 +41,9 @@ class JobsConfig:
     scheduler: bool = True
     #: Key prefix of the Redis backend (bots sharing one Redis use different ones).
     redis_prefix: str = "wisp:jobs:"
+    #: Also run a worker inside the process that runs the bot (``wisp run``, online or
+    #: offline, and the test fixtures): one process for a small bot, no ``wisp worker``.
+    embedded_worker: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_seconds >= self.lease_seconds:

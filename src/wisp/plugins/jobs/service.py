@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
+from loguru import logger
 
 import wisp
 from wisp.plugins.jobs.api import Job, JobsBackend, JobStatus, NewJob, dumps_payload
@@ -29,6 +31,7 @@ class JobsService(wisp.BaseService):
             ("db", "migrations") if config.backend == "sql" else ("redis",)
         )
         self._backend: JobsBackend | None = None
+        self._worker: tuple[asyncio.Event, asyncio.Task[None]] | None = None
 
     @property
     def backend(self) -> JobsBackend:
@@ -49,7 +52,30 @@ class JobsService(wisp.BaseService):
             )
         await super().start()
 
+    def start_worker(self) -> None:
+        """Run a worker in this process (``[jobs] embedded_worker``) until :meth:`stop_worker`."""
+        if self._worker is not None:
+            return
+        from wisp.plugins.jobs.worker import Worker
+
+        stop = asyncio.Event()
+        worker = Worker(self.app, self.backend, self.config)
+        self._worker = (stop, asyncio.create_task(worker.run(stop), name="wisp-jobs-embedded"))
+
+    async def stop_worker(self) -> None:
+        """Stop the embedded worker gracefully (running jobs get ``shutdown_seconds``)."""
+        if self._worker is None:
+            return
+        stop, task = self._worker
+        self._worker = None
+        stop.set()
+        try:
+            await task
+        except Exception:
+            logger.exception("the embedded jobs worker failed")
+
     async def stop(self) -> None:
+        await self.stop_worker()
         if self._backend is not None:
             await self._backend.close()
             self._backend = None

@@ -27,6 +27,7 @@ from loguru import logger
 from wisp.plugins.jobs.api import Job, JobsBackend
 from wisp.plugins.jobs.config import JobsConfig
 from wisp.plugins.jobs.schedule import Schedule, Scheduler, collect_schedules
+from wisp.plugins.metrics.api import record_outcome
 
 __all__ = ["Worker", "backoff_seconds", "worker_name"]
 
@@ -190,6 +191,7 @@ class Worker:
             if job.attempts >= max_attempts:
                 if await self.backend.fail(job.id, token, text, None):
                     self.dead += 1
+                    record_outcome(self.app, "wisp.jobs", job.type, "dead_lettered")
                     logger.error(
                         "job {} ({}) dead-lettered after {} attempts: {}",
                         job.id,
@@ -204,6 +206,7 @@ class Worker:
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             if await self.backend.fail(job.id, token, text, retry_at):
                 self.failed += 1
+                record_outcome(self.app, "wisp.jobs", job.type, "retried")
                 logger.warning(
                     "job {} ({}) attempt {} of {} failed, retrying in {:.1f}s: {}",
                     job.id,
@@ -253,6 +256,7 @@ class Worker:
 
     def _lost(self, job: Job, doing: str) -> None:
         self.lost += 1
+        record_outcome(self.app, "wisp.jobs", job.type, "lease_lost")
         logger.warning(
             "job {} ({}): lease lost before {} (another worker took it over); "
             "this run's outcome is dropped",

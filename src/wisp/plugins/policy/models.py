@@ -35,7 +35,11 @@ class PolicyRule(Model):
 
 
 class PolicyAudit(Model):
-    """Who changed which rule when, with the rule before and after."""
+    """Rule changes as recorded before the audit plugin; no longer written.
+
+    The audit plugin's first migration copies these rows into ``audit_log``,
+    where rule changes go now.  The table stays so no earlier record is lost.
+    """
 
     __tablename__ = "policy_audit"
 

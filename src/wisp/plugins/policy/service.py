@@ -1,11 +1,15 @@
-"""The ``policy`` service: rules from the database, cached per guild, and audit."""
+"""The ``policy`` service: rules from the database, cached per guild.
+
+Rule changes are written to the one audit log through
+:func:`wisp.plugins.audit.api.record`, in the change's own transaction; with
+the audit plugin blocked they are simply not recorded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -13,6 +17,7 @@ from loguru import logger
 from sqlalchemy import delete, select
 
 import wisp
+from wisp.plugins.audit import api as audit_api
 from wisp.plugins.policy.engine import (
     Action,
     Actor,
@@ -23,7 +28,7 @@ from wisp.plugins.policy.engine import (
     Scope,
     resolve,
 )
-from wisp.plugins.policy.models import PolicyAudit, PolicyRule
+from wisp.plugins.policy.models import PolicyRule
 
 __all__ = ["CHANNEL", "PolicyService", "actor_of"]
 
@@ -55,11 +60,6 @@ def _as_dict(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _utc(when: datetime) -> datetime:
-    # SQLite keeps no zone; Wisp writes UTC.
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def actor_of(ctx: wisp.WispContext) -> Actor:
     """The caller as policy sees it; roles and permissions come from the
     transport's member object (``ctx.raw``'s ``user`` or ``author``), if any."""
@@ -85,8 +85,9 @@ class PolicyService(wisp.BaseService):
 
     name = "policy"
     requires: Sequence[str] = ("db", "migrations")
-    #: With a shared Redis, changes reach every process through pub/sub.
-    after = ("redis",)
+    #: With a shared Redis, changes reach every process through pub/sub;
+    #: ``wisp policy audit`` reads the audit log.
+    after = ("redis", "audit")
 
     def __init__(
         self, app: wisp.Wisp, declared: Mapping[str, Capability], *, bootstrap: bool
@@ -192,14 +193,14 @@ class PolicyService(wisp.BaseService):
             s.add(row)
             await s.flush()
             stored = attrs.evolve(rule, id=row.id)
-            s.add(
-                PolicyAudit(
-                    actor_id=by,
-                    guild_id=rule.guild_id,
-                    change="set",
-                    before=None,
-                    after=_as_dict(stored),
-                )
+            await audit_api.record(
+                self.app,
+                "policy.set",
+                target=f"rule:{row.id}",
+                actor_id=by,
+                guild_id=rule.guild_id,
+                after=_as_dict(stored),
+                session=s,
             )
         await self._changed(rule.guild_id)
         return stored
@@ -211,33 +212,37 @@ class PolicyService(wisp.BaseService):
                 raise wisp.NotFound(f"No policy rule #{rule_id}.")
             old = _rule(row)
             await s.execute(delete(PolicyRule).where(PolicyRule.id == rule_id))
-            s.add(
-                PolicyAudit(
-                    actor_id=by,
-                    guild_id=old.guild_id,
-                    change="remove",
-                    before=_as_dict(old),
-                    after=None,
-                )
+            await audit_api.record(
+                self.app,
+                "policy.remove",
+                target=f"rule:{rule_id}",
+                actor_id=by,
+                guild_id=old.guild_id,
+                before=_as_dict(old),
+                session=s,
             )
         await self._changed(old.guild_id)
         return old
 
     async def audit(self, guild_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = select(PolicyAudit).order_by(PolicyAudit.id.desc()).limit(limit)
-        if guild_id is not None:
-            query = query.where(PolicyAudit.guild_id == guild_id)
-        async with self.db.session() as s:
-            rows = (await s.scalars(query)).all()
+        """Recent rule changes, newest first, from the audit log."""
+        if "audit" not in self.app.services:
+            raise wisp.UserError(
+                "rule changes are recorded by the audit plugin, which is not loaded "
+                "(or has no storage)"
+            )
+        entries = await self.app.services.get("audit").list(
+            guild_id=guild_id, action="policy.", limit=limit, newest_first=True
+        )
         return [
             {
-                "id": r.id,
-                "at": _utc(r.at).isoformat(),
-                "actor_id": r.actor_id,
-                "guild_id": r.guild_id,
-                "change": r.change,
-                "before": r.before,
-                "after": r.after,
+                "id": e["id"],
+                "at": e["at"],
+                "actor_id": e["actor_id"],
+                "guild_id": e["guild_id"],
+                "change": e["action"].removeprefix("policy."),
+                "before": e["before"],
+                "after": e["after"],
             }
-            for r in rows
+            for e in entries
         ]

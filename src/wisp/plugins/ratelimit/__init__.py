@@ -28,6 +28,17 @@ from wisp.targets import Target
 __all__ = ["Limit", "RateLimitConfig", "parse_limit"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="ratelimit",
+    description="GCRA rate limits in memory or Redis, per-guild overrides.",
+    api=">=1.0,<2",
+    commands=("ratelimit set", "ratelimit reset", "ratelimit show"),
+    capabilities=("ratelimit.manage",),
+    data="Rate-limit counters keyed by user, channel or guild, in memory or Redis, which "
+    "expire with their window; per-guild overrides.",
+)
+
+
 def _positive(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ValueError("must be greater than 0")

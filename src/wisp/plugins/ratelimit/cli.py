@@ -6,7 +6,12 @@ import argparse
 import sys
 
 import wisp
-from wisp.plugins.ratelimit.commands import check_command, guild_limits
+from wisp.plugins.ratelimit.commands import (
+    check_command,
+    guild_limits,
+    reset_override,
+    set_override,
+)
 from wisp.plugins.ratelimit.limits import LimitError
 
 __all__ = ["COMMANDS"]
@@ -35,13 +40,13 @@ async def _run(app: wisp.Wisp, args: argparse.Namespace) -> int:
             check_command(app, args.name)
             try:
                 specs = [] if [x.lower() for x in args.limits] == ["none"] else args.limits
-                limits = await guilds.set(args.guild, args.name, list(specs))
+                limits = await set_override(app, guilds, args.guild, args.name, list(specs))
             except LimitError as exc:
                 raise wisp.UserError(str(exc)) from exc
             shown = ", ".join(str(x) for x in limits) or "no limit"
             print(f"{args.name} in guild {args.guild}: {shown}")
         elif args.action == "reset":
-            removed = await guilds.reset(args.guild, args.name)
+            removed = await reset_override(app, guilds, args.guild, args.name)
             print(f"{args.name} in guild {args.guild}: " + ("reset" if removed else "no override"))
         else:
             for name, limits in sorted((await guilds.for_guild(args.guild)).items()):

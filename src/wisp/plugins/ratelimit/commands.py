@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import wisp
+from wisp.plugins.audit import api as audit_api
 from wisp.plugins.ratelimit.guildlimits import GuildLimits
-from wisp.plugins.ratelimit.limits import LimitError
+from wisp.plugins.ratelimit.limits import Limit, LimitError
 
-__all__ = ["COMMANDS", "check_command", "guild_limits"]
+__all__ = ["COMMANDS", "check_command", "guild_limits", "reset_override", "set_override"]
 
 
 def guild_limits(app: wisp.Wisp) -> GuildLimits:
@@ -17,6 +18,38 @@ def guild_limits(app: wisp.Wisp) -> GuildLimits:
             "[ratelimit] per_guild = true."
         )
     return guilds
+
+
+async def set_override(
+    app: wisp.Wisp, guilds: GuildLimits, guild_id: int, command: str, specs: list[str]
+) -> list[Limit]:
+    """Replace a guild's override of ``command`` and record it in the audit log."""
+    before = (await guilds.for_guild(guild_id)).get(command)
+    limits = await guilds.set(guild_id, command, specs)
+    await audit_api.record(
+        app,
+        "ratelimit.set",
+        target=command,
+        guild_id=guild_id,
+        before=None if before is None else [str(x) for x in before],
+        after=[str(x) for x in limits],
+    )
+    return limits
+
+
+async def reset_override(app: wisp.Wisp, guilds: GuildLimits, guild_id: int, command: str) -> bool:
+    """Drop a guild's override of ``command``; record it if there was one."""
+    before = (await guilds.for_guild(guild_id)).get(command)
+    removed = await guilds.reset(guild_id, command)
+    if removed:
+        await audit_api.record(
+            app,
+            "ratelimit.reset",
+            target=command,
+            guild_id=guild_id,
+            before=None if before is None else [str(x) for x in before],
+        )
+    return removed
 
 
 def check_command(app: wisp.Wisp, command: str) -> None:
@@ -45,7 +78,7 @@ async def ratelimit_set(ctx: wisp.WispContext, command: str, limits: str) -> wis
     if not specs and limits.strip().lower() != "none":
         raise wisp.UserError("Give limits (`3/10s per user, 20/m per guild`) or `none`.")
     try:
-        parsed = await guild_limits(ctx.app).set(guild, command, specs)
+        parsed = await set_override(ctx.app, guild_limits(ctx.app), guild, command, specs)
     except LimitError as exc:
         raise wisp.UserError(str(exc)) from exc
     shown = ", ".join(str(x) for x in parsed) or "no limit"
@@ -58,7 +91,7 @@ async def ratelimit_set(ctx: wisp.WispContext, command: str, limits: str) -> wis
     description="Give a command back its usual rate limits in this server.",
 )
 async def ratelimit_reset(ctx: wisp.WispContext, command: str) -> wisp.Response:
-    removed = await guild_limits(ctx.app).reset(_guild(ctx), command)
+    removed = await reset_override(ctx.app, guild_limits(ctx.app), _guild(ctx), command)
     if not removed:
         return wisp.Response(f"`/{command}` has no server override.", ephemeral=True)
     return wisp.Response(f"`/{command}` is back to its usual limits.", ephemeral=True)

@@ -30,6 +30,14 @@ from wisp.plugins.resilience.bulkhead import SlotGate
 __all__ = ["AdaptiveConfig", "AdaptiveLimiter"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="adaptive",
+    description="The adaptive concurrency pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 def _limits_consistent(instance: AdaptiveConfig, attribute: Any, value: int) -> None:
     if not instance.min_limit <= instance.max_limit:
         raise ValueError(

@@ -33,6 +33,7 @@ from wisp.errors import ExternalServiceError, NotFound, PermissionDenied, UserEr
 __all__ = [
     "AsyncFn",
     "BulkheadFull",
+    "CallWrapper",
     "CircuitOpen",
     "EventBus",
     "EventKind",
@@ -54,6 +55,8 @@ __all__ = [
 
 T = TypeVar("T")
 AsyncFn = Callable[..., Awaitable[Any]]
+#: ``wrap(policy, call) -> call``: see the ``wisp_resilience_wrappers`` hook.
+CallWrapper = Callable[["Policy", AsyncFn], AsyncFn]
 
 
 # -- enums ------------------------------------------------------------------------
@@ -655,10 +658,18 @@ class Policy:
     block.
     """
 
-    def __init__(self, name: str, patterns: Sequence[Pattern], description: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        patterns: Sequence[Pattern],
+        description: str = "",
+        wrappers: Sequence[CallWrapper] = (),
+    ) -> None:
         self.name = name
         self.patterns = list(patterns)
         self.description = description
+        #: ``wrap(policy, call) -> call``, outermost first (``wisp_resilience_wrappers``).
+        self.wrappers = tuple(wrappers)
         #: Events of every pattern in this policy (they forward here, then to
         #: the global bus).
         self.events = EventBus(global_bus)
@@ -672,6 +683,8 @@ class Policy:
         call = inner
         for pattern in reversed(self.patterns):
             call = pattern.bind(call)
+        for wrap in reversed(self.wrappers):  # none unless a plugin asks: no cost
+            call = wrap(self, call)
         return call
 
     def __call__(self, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

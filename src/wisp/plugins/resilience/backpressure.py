@@ -32,6 +32,14 @@ OPEN = "open"
 CLOSED = "closed"
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="backpressure",
+    description="The backpressure pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 def _below_high_water(instance: BackpressureConfig, attribute: Any, value: int) -> None:
     if value >= instance.high_water:
         raise ValueError(f"low_water ({value}) must be below high_water ({instance.high_water})")

@@ -50,6 +50,14 @@ from wisp.plugins.resilience.api import (
 __all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="breaker",
+    description="The circuit breaker pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"

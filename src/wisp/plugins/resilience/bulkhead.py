@@ -30,6 +30,14 @@ from wisp.plugins.resilience.api import (
 __all__ = ["Bulkhead", "BulkheadConfig", "SlotGate"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="bulkhead",
+    description="The bulkheads pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 class SlotGate:
     """A FIFO counting gate: ``in_use`` slots of ``limit`` taken, ``waiting`` queued.
 

@@ -46,6 +46,16 @@ from wisp.targets import Target
 __all__ = ["ResilienceConfig", "ResilienceService", "build_policies"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="resilience",
+    description="Named resilience policies: wisp resilience status.",
+    api=">=1.0,<2",
+    commands=("resilience status",),
+    capabilities=("resilience.view",),
+    data="Nothing.",
+)
+
+
 @attrs.frozen
 class ResilienceConfig:
     """``[resilience]``: ``policies.NAME`` is an array of step tables."""
@@ -94,6 +104,16 @@ def build_policies(app: wisp.Wisp) -> dict[str, Policy]:
     for name, steps in config.policies.items():
         declared[name] = ("config", steps)
     problems: list[str] = []
+    wrappers: list[Any] = []
+    for plugin, result in app.pluginmanager.results("wisp_resilience_wrappers", app=app):
+        for wrap in result or ():
+            if not callable(wrap):
+                problems.append(
+                    f"plugin {plugin!r} returned {wrap!r} from wisp_resilience_wrappers; "
+                    "expected a callable wrap(policy, call) -> call"
+                )
+            else:
+                wrappers.append(wrap)
     policies: dict[str, Policy] = {}
     for name, (origin, steps) in sorted(declared.items()):
         patterns: list[Pattern] = []
@@ -126,7 +146,7 @@ def build_policies(app: wisp.Wisp) -> dict[str, Policy]:
             patterns.append(kind.factory(value, policy=name))
         if not steps:
             problems.append(f"resilience.policies.{name}: a policy needs at least one step")
-        policies[name] = Policy(name, patterns)
+        policies[name] = Policy(name, patterns, wrappers=wrappers)
     if problems:
         raise wisp.ConfigError(problems)
     return policies

@@ -36,6 +36,14 @@ from wisp.plugins.resilience.api import (
 __all__ = ["Fallback", "FallbackConfig"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="fallback",
+    description="The fallbacks pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 def _to_factory(value: Any) -> Callable[..., Any] | None:
     """A callable, or a ``"module:name"`` string naming one (as in ``wisp.toml``)."""
     factory: Callable[..., Any] | None = _callable("factory")(value)

@@ -40,6 +40,14 @@ __all__ = ["LoadShedConfig", "LoadShedder"]
 DEFAULT_RESERVE: dict[int, float] = {-1: 0.5, 0: 0.8}
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="load_shedding",
+    description="The load shedding pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 def _reserve(value: Mapping[Any, Any]) -> dict[int, float]:
     """Accept TOML tables too, whose keys are strings (``"-1" = 0.5``)."""
     try:

@@ -37,6 +37,14 @@ __all__ = ["Retry", "RetryConfig"]
 Jitter = Literal["full", "equal", "none"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="retry",
+    description="The retries pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 def _to_result_check(value: Any) -> Callable[[Any], bool] | None:
     """A callable, or a ``"module:name"`` string naming one (as in ``wisp.toml``)."""
     check: Callable[[Any], bool] | None = _callable("retry_on_result")(value)

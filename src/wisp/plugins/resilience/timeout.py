@@ -26,6 +26,14 @@ from wisp.plugins.resilience.api import (
 __all__ = ["Timeout", "TimeoutConfig"]
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="timeout",
+    description="The timeouts pattern for resilience policies.",
+    api=">=1.0,<2",
+    data="Nothing.",
+)
+
+
 @attrs.frozen(kw_only=True)
 class TimeoutConfig(PatternConfig):
     #: Longest a call may run, in seconds.

@@ -16,23 +16,32 @@ from loguru import logger
 
 import wisp
 from wisp.plugins.storage import hookspecs
-from wisp.plugins.storage.api import ExportSection, ModelSet, branch_name
 from wisp.plugins.storage.config import StorageConfig
-from wisp.plugins.storage.database import Database
-from wisp.plugins.storage.guilddata import GuildDataService
-from wisp.plugins.storage.migrations import Branch, MigrationError, Migrator
-from wisp.plugins.storage.models import CORE_MODELS
-from wisp.plugins.storage.pluginstate import PluginStateService
 
+# SQLAlchemy and Alembic load only once the application is configured (or a
+# `wisp migrate`/`export`/`import` runs), so `wisp --help` never pays for them.
 if TYPE_CHECKING:
     from wisp.pluginmanager import WispPluginManager
+    from wisp.plugins.storage.api import ExportSection, ModelSet
+    from wisp.plugins.storage.database import Database
+    from wisp.plugins.storage.migrations import Branch, Migrator
+
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="storage",
+    description="SQLAlchemy async storage, per-plugin Alembic branches, guild data, "
+    "plugin state, export and import.",
+    api=">=1.0,<2",
+    data="Per-guild settings and plugin switches; guild data rows other plugins store, "
+    "of which keys 'user:<id>' and 'user:<id>:...' belong to that user.",
+    user_data=True,
+)
 
 HERE = Path(__file__).parent
 
 #: The branches (plugins with tables) found at configure time.
-branches_key = wisp.StashKey[list[Branch]]()
+branches_key: wisp.StashKey[list[Branch]] = wisp.StashKey()
 #: The ``db`` service of this application.
-database_key = wisp.StashKey[Database]()
+database_key: wisp.StashKey[Database] = wisp.StashKey()
 
 
 @wisp.hookimpl
@@ -47,11 +56,18 @@ def wisp_config_sections() -> dict[str, type[Any]]:
 
 @wisp.hookimpl
 def wisp_storage_models() -> ModelSet:
+    from wisp.plugins.storage.api import ModelSet
+    from wisp.plugins.storage.models import CORE_MODELS
+
     return ModelSet(CORE_MODELS, HERE / "migrations", branch="storage")
 
 
 @wisp.hookimpl
 def wisp_configure(app: wisp.Wisp) -> None:
+    from wisp.plugins.storage.api import ModelSet, branch_name
+    from wisp.plugins.storage.database import Database
+    from wisp.plugins.storage.migrations import Branch
+
     branches: list[Branch] = []
     owners: dict[str, str] = {}
     for plugin, models in app.pluginmanager.results("wisp_storage_models"):
@@ -77,6 +93,8 @@ def wisp_configure(app: wisp.Wisp) -> None:
 
 def migrator(app: wisp.Wisp) -> Migrator:
     """The migrator for this application's database and branches (no start needed)."""
+    from wisp.plugins.storage.migrations import Migrator
+
     branches: list[Branch] = app.stash[branches_key]
     return Migrator(app.stash[database_key], branches)
 
@@ -103,6 +121,8 @@ class _Migrations(wisp.BaseService):
         self.app = app
 
     async def start(self) -> None:
+        from wisp.plugins.storage.migrations import MigrationError
+
         db = self.app.stash[database_key]
         m = migrator(self.app)
         pending = await m.pending()
@@ -135,6 +155,9 @@ class _Migrations(wisp.BaseService):
 
 @wisp.hookimpl
 def wisp_services(app: wisp.Wisp) -> Sequence[wisp.Service]:
+    from wisp.plugins.storage.guilddata import GuildDataService
+    from wisp.plugins.storage.pluginstate import PluginStateService
+
     db = app.stash[database_key]
     return [
         db,
@@ -149,6 +172,30 @@ def wisp_export_sections(app: wisp.Wisp) -> Sequence[ExportSection]:
     from wisp.plugins.storage.transfer import core_sections
 
     return core_sections()
+
+
+@wisp.hookimpl
+async def wisp_delete_user_data(
+    app: wisp.Wisp, user_id: int, guild_id: int | None
+) -> dict[str, int] | None:
+    # Guild data is keyed by guild, namespace and key: a user's rows are the
+    # ones whose key is theirs by the documented 'user:<id>' convention.
+    # plugin_states and guild_configs hold nothing about users.
+    db = app.stash.get(database_key, None)
+    if db is None:
+        return None
+    from sqlalchemy import delete, or_
+
+    from wisp.plugins.storage.models import GuildData
+
+    query = delete(GuildData).where(
+        or_(GuildData.key == f"user:{user_id}", GuildData.key.startswith(f"user:{user_id}:"))
+    )
+    if guild_id is not None:
+        query = query.where(GuildData.guild_id == guild_id)
+    async with db.transaction() as s:
+        result: Any = await s.execute(query)
+    return {"guild data rows": int(result.rowcount or 0)}
 
 
 @wisp.hookimpl

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import wisp
 from wisp.plugins import storage
-from wisp.plugins.storage.migrations import MigrationError
 
 __all__ = ["COMMANDS"]
 
@@ -27,6 +26,8 @@ def _migrate_args(p: argparse.ArgumentParser) -> None:
 
 
 async def _migrate(app: wisp.Wisp, args: argparse.Namespace) -> int:
+    from wisp.plugins.storage.migrations import MigrationError
+
     m = storage.migrator(app)
     action = args.action or "upgrade"
     try:
