@@ -84,10 +84,23 @@ class Env:
         self.stack = stack
         self.schema = ""
         self.prefix = f"test:locks:{uuid.uuid4().hex}:"
+        self.stack_has_cleanup = False
+
+    async def _drop_redis_keys(self) -> None:
+        """Token counters never expire: delete this test's keys."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter(match=self.prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
     async def setup(self, extra: str = "") -> None:
-        if self.kind == "redis":
+        if self.kind == "redis" and not self.stack_has_cleanup:
             _need_redis()
+            self.stack_has_cleanup = True
+            self.stack.push_async_callback(self._drop_redis_keys)
         if self.kind == "postgresql" and not self.schema:
             self.schema = await _pg_schema(self.stack)
         self.project.write(
