@@ -390,6 +390,54 @@ async def test_recovery_replays_completed_steps_and_reruns_the_interrupted_one(
     assert any("step charge was interrupted" in r["message"] for r in log_lines)
 
 
+async def test_interruptions_are_bounded_so_a_crashing_step_cannot_loop_forever(
+    project, store, log_lines, monkeypatch
+) -> None:
+    monkeypatch.setenv("WISP_SAGAS__MAX_INTERRUPTIONS", "1")
+    rec = Recorder()
+    app = make_app(project, make_saga(rec))
+    async with app:
+        sagas = app.services.get("sagas")
+        run_id = await _interrupted_run(app, rec)
+        run = await sagas.wait(run_id, timeout=30)
+    # Its process died once, the limit: it is not run again; reserve is undone.
+    assert run.status is RunStatus.COMPENSATED
+    assert rec.done("do") == [] and rec.done("undo") == ["reserve"]
+    assert run.steps[1].interruptions == 1 and run.steps[1].failures == 0
+    assert "interrupted 1 time(s)" in (run.steps[1].error or "")
+    assert any(
+        "step charge was interrupted (interruption 1 of 1); giving up" in r["message"]
+        for r in log_lines
+    )
+
+
+async def test_interruptions_of_a_compensation_are_bounded(project, store, monkeypatch) -> None:
+    monkeypatch.setenv("WISP_SAGAS__MAX_INTERRUPTIONS", "1")
+    rec = Recorder()
+    app = make_app(project, make_saga(rec))
+    async with app:
+        sagas = app.services.get("sagas")
+        from wisp.plugins.sagas.api import new_run
+
+        definition = sagas.definitions["order"]
+        run, _ = await sagas.journal.create(
+            new_run(definition, uuid.uuid4().hex, {"n": 1}, None), 0.1
+        )
+        run = await sagas.journal.claim(run.id, "dead-owner", 0.3)
+        run.status = RunStatus.COMPENSATING
+        run.steps[0].status = StepStatus.COMPLETED
+        run.steps[0].attempts = 1
+        run.steps[0].comp = CompStatus.RUNNING
+        run.steps[0].comp_attempts = 1
+        run.steps[1].status = StepStatus.FAILED
+        run.steps[1].attempts = run.steps[1].failures = 1
+        assert await sagas.journal.save(run, run.token) is False
+        run = await sagas.wait(run.id, timeout=30)
+    assert run.status is RunStatus.NEEDS_ATTENTION
+    assert rec.done("undo") == []  # its process died once, the limit
+    assert run.steps[0].comp is CompStatus.FAILED and run.steps[0].comp_interruptions == 1
+
+
 async def test_recovery_refuses_a_run_whose_definition_changed(project, store, log_lines) -> None:
     rec = Recorder()
     app = make_app(project, make_saga(rec))

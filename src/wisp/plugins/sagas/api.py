@@ -268,9 +268,11 @@ class StepRecord:
     name: str
     status: StepStatus = StepStatus.PENDING
     #: Attempts started (interrupted ones included) and attempts that failed:
-    #: only failures count against the step's ``attempts``.
+    #: only failures count against the step's ``attempts``; interruptions
+    #: (the process died mid-attempt) against ``[sagas] max_interruptions``.
     attempts: int = 0
     failures: int = 0
+    interruptions: int = 0
     output: Any = None
     error: str | None = None
     started_at: float | None = None
@@ -280,6 +282,7 @@ class StepRecord:
     comp: CompStatus | None = None
     comp_attempts: int = 0
     comp_failures: int = 0
+    comp_interruptions: int = 0
     comp_error: str | None = None
     comp_started_at: float | None = None
     comp_finished_at: float | None = None

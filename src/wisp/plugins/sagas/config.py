@@ -33,6 +33,10 @@ class SagasConfig:
     #: Retry backoff: ``backoff_seconds * 2**(attempt-1)``, capped, with full jitter.
     backoff_seconds: float = attrs.field(default=1.0, validator=_positive)
     max_backoff_seconds: float = attrs.field(default=60.0, validator=_positive)
+    #: A step (or compensation) whose process died this many times while it ran
+    #: is given up: the run compensates (or needs attention), instead of
+    #: crashing every process that recovers it.
+    max_interruptions: int = attrs.field(default=5, validator=_positive)
     #: Finished runs older than this many hours are deleted by the cleanup schedule.
     retention_hours: float = attrs.field(default=24.0 * 7, validator=_positive)
     #: Run sagas on job workers when the jobs plugin is loaded (else in the

@@ -327,15 +327,27 @@ class Engine:
         # The run was stored with this step's first intent (start_intent).
         written = run.intent_stored and index == 0 and record.attempts == 1
         run.intent_stored = False
+        give_up = False
         if record.status is StepStatus.RUNNING and not written:
+            # The attempt died with its process.  Counted apart from failures, and
+            # bounded, so a step that kills its process every time cannot loop forever.
+            record.interruptions += 1
+            give_up = record.interruptions >= self.config.max_interruptions
+            if give_up:
+                record.error = (
+                    f"interrupted {record.interruptions} time(s): the process running it "
+                    "was lost each time"
+                )
             log.warning(
-                "saga {} run {}: step {} was interrupted (attempt {}); running it again",
+                "saga {} run {}: step {} was interrupted (interruption {} of {}); {}",
                 run.saga,
                 run.id,
                 step.name,
-                record.attempts,
+                record.interruptions,
+                self.config.max_interruptions,
+                "giving up" if give_up else "running it again",
             )
-        while True:
+        while not give_up:
             if lost.is_set():
                 raise LeaseLost(run.id)
             if written:
@@ -436,7 +448,26 @@ class Engine:
         attempts = step.compensation_attempts or self.config.compensation_attempts
         log = ctx.logger.bind(saga=run.saga, run_id=run.id, step=step.name)
         assert step.compensate is not None
-        while True:
+        give_up = False
+        if record.comp is CompStatus.RUNNING:
+            # Interrupted with its process: bounded like a step's (see _forward).
+            record.comp_interruptions += 1
+            give_up = record.comp_interruptions >= self.config.max_interruptions
+            if give_up:
+                record.comp_error = (
+                    f"interrupted {record.comp_interruptions} time(s): the process "
+                    "running it was lost each time"
+                )
+            log.warning(
+                "saga {} run {}: compensation of {} was interrupted (interruption {} of {}); {}",
+                run.saga,
+                run.id,
+                step.name,
+                record.comp_interruptions,
+                self.config.max_interruptions,
+                "giving up" if give_up else "running it again",
+            )
+        while not give_up:
             if lost.is_set():
                 raise LeaseLost(run.id)
             await self._sleep_until(record.comp_wake_at, lost)
