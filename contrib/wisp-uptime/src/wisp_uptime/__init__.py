@@ -6,6 +6,14 @@ import time
 
 import wisp
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="uptime",
+    description="How long has the bot been up? A service and an /uptime command.",
+    api=">=1.0,<2",
+    commands=("uptime",),
+    data="Nothing.",
+)
+
 
 class UptimeService(wisp.BaseService):
     """Remembers when the application started, on the monotonic clock."""

@@ -24,6 +24,14 @@ __all__ = ["LocksConfig", "LocksService"]
 HERE = Path(__file__).parent
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="locks",
+    description="Distributed locks with fencing tokens on Redis, PostgreSQL or in-process.",
+    api=">=1.0,<2",
+    data="Nothing about users: lock names, owners (host and process) and fencing tokens.",
+)
+
+
 @wisp.hookimpl
 def wisp_config_sections() -> dict[str, type[Any]]:
     return {"locks": LocksConfig}

@@ -28,6 +28,17 @@ __all__ = ["SagasConfig", "SagasService"]
 HERE = Path(__file__).parent
 
 
+WISP_PLUGIN = wisp.PluginMetadata(
+    name="sagas",
+    description="Durable sagas with compensation on SQL or Redis: wisp sagas, /sagas show.",
+    api=">=1.0,<2",
+    commands=("sagas show",),
+    capabilities=("sagas.view",),
+    data="Saga runs: their input and each step's output, as the defining plugins write "
+    "them (those plugins state what); finished runs are deleted after retention_hours.",
+)
+
+
 @wisp.hookimpl
 def wisp_addhooks(pluginmanager: Any) -> None:
     pluginmanager.add_hookspecs(hookspecs)
