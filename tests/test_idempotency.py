@@ -612,3 +612,30 @@ def test_bad_configuration_is_reported_naming_the_keys(project: Any) -> None:
     text = "\n".join(info.value.problems)
     assert "idempotency" in text and "backend" in text and "mongo" in text
     assert "lease_seconds must be greater than 0" in text
+
+
+async def test_claims_and_repeats_are_counted_in_metrics(project) -> None:
+    db = project.root / "metrics.sqlite3"
+    project.write(
+        "wisp.toml",
+        "[wisp]\nautoload = false\n"
+        'plugins = ["storage", "idempotency", "metrics"]\n'
+        f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\nauto_migrate = true\n',
+    )
+    from wisp.plugins.metrics.api import metrics_of
+
+    async with project.app() as app:
+        idem = app.services.get("idempotency")
+        for _ in range(3):
+            async with idem.idempotent("order-1") as claim:
+                if not claim.replayed:
+                    claim.result = "done"
+        with pytest.raises(RuntimeError):
+            async with idem.idempotent("order-2"):
+                raise RuntimeError("boom")
+        registry = metrics_of(app)
+        assert registry is not None
+        values = {m.name: getattr(m, "value", None) for m in registry}
+    assert values["wisp.idempotency.claim.ran"] == 2
+    assert values["wisp.idempotency.claim.replayed"] == 2
+    assert values["wisp.idempotency.claim.failed"] == 1

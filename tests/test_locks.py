@@ -705,3 +705,23 @@ def test_cli_lists_and_shows_locks(project, wisp_exe) -> None:
     finally:
         client.delete(f"{prefix}lock:nightly", f"{prefix}token:nightly")
         client.close()
+
+
+async def test_acquires_waits_and_timeouts_are_counted_in_metrics(project) -> None:
+    project.write(
+        "wisp.toml",
+        '[wisp]\nautoload = false\nplugins = ["locks", "metrics"]\n[locks]\nbackend = "memory"\n',
+    )
+    from wisp.plugins.metrics.api import metrics_of
+
+    async with project.app() as app:
+        locks = app.services.get("locks")
+        async with locks.acquire("guild:1", ttl=30), locks.acquire("guild:2", ttl=30):
+            with pytest.raises(LockTimeout):
+                await locks.acquire("guild:2", timeout=0.05)
+        registry = metrics_of(app)
+        assert registry is not None
+        values = {m.name: getattr(m, "value", None) for m in registry}
+    # One metric per kind of lock (``guild``), not one per guild.
+    assert values["wisp.locks.guild.acquired"] == 2
+    assert values["wisp.locks.guild.timeout"] == 1

@@ -27,6 +27,7 @@ from wisp.plugins.idempotency.api import (
     idempotency_key,
 )
 from wisp.plugins.idempotency.config import IdempotencyConfig
+from wisp.plugins.metrics.api import record_outcome
 
 __all__ = ["Claim", "Counters", "IdempotencyService"]
 
@@ -100,6 +101,7 @@ class Claim:
         if found.outcome is ClaimOutcome.COMPLETED:
             assert found.record is not None
             svc.counters.hits += 1
+            record_outcome(svc.app, "wisp.idempotency", "claim", "replayed")
             self.replayed = True
             self.record = found.record
             self.result = found.record.result
@@ -108,6 +110,7 @@ class Claim:
             return self
         if found.outcome is ClaimOutcome.IN_PROGRESS:
             svc.counters.in_progress += 1
+            record_outcome(svc.app, "wisp.idempotency", "claim", "in_progress")
             record = found.record
             raise InProgress(
                 self.key,
@@ -116,6 +119,7 @@ class Claim:
                 safe_message=svc.config.in_progress_message,
             )
         svc.counters.claims += 1
+        record_outcome(svc.app, "wisp.idempotency", "claim", "ran")
         if svc.config.heartbeat:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.lease / 3, self._start_beating)
@@ -179,6 +183,7 @@ class Claim:
     async def _fail(self, exc: BaseException) -> None:
         svc = self.service
         svc.counters.failures += 1
+        record_outcome(svc.app, "wisp.idempotency", "claim", "failed")
         error = f"{type(exc).__name__}: {exc}"[:2000]
         try:
             # Shielded: a cancelled caller still frees its key for the next attempt.

@@ -19,10 +19,17 @@ import wisp
 from wisp.plugins.locks.api import LockInfo, LockLost, LockStats, LockTimeout
 from wisp.plugins.locks.backend import Attempt, Backend
 from wisp.plugins.locks.config import LocksConfig
+from wisp.plugins.metrics.api import record_outcome
 
 __all__ = ["HeldLock", "LocksService"]
 
 _serial = itertools.count(1)
+
+
+def _kind(name: str) -> str:
+    """A lock name's metric subject: up to its first ``:`` (``guild:42`` ->
+    ``guild``), so a lock per guild or user makes one metric, not thousands."""
+    return name.split(":", 1)[0]
 
 
 class _Waiter:
@@ -119,6 +126,7 @@ class HeldLock:
         if not self._lost:
             self._lost = True
             self.service.stats.lost += 1
+            record_outcome(self.service.app, "wisp.locks", _kind(self.name), "lost")
             logger.warning("lock {!r} (token {}) was lost", self.name, self.token)
 
     def _start_extending(self) -> None:
@@ -366,6 +374,7 @@ class LocksService(wisp.BaseService):
                     left = deadline - loop.time()
                     if left <= 0:
                         self.stats.timeouts += 1
+                        record_outcome(self.app, "wisp.locks", _kind(name), "timeout")
                         raise LockTimeout(name, float(timeout or 0))
                     pause = min(pause, left)
                 waited = True
@@ -392,11 +401,13 @@ class LocksService(wisp.BaseService):
                 backend.waiting(name)
         s = self.stats
         s.acquires += 1
+        wait = loop.time() - start
         if waited:
-            wait = loop.time() - start
             s.waits += 1
             s.wait_seconds += wait
             s.max_wait_seconds = max(s.max_wait_seconds, wait)
+        outcome = "waited" if waited else "acquired"
+        record_outcome(self.app, "wisp.locks", _kind(name), outcome, wait)
         self._holding.add(got)
         if auto_extend:
             got._start_extending()
