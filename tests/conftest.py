@@ -16,6 +16,56 @@ from loguru import logger
 import wisp
 from wisp.testing import WispProject
 
+
+
+def _bundled_plugins() -> list[str]:
+    """Entry-point names of the plugins shipped in ``wisp-framework``."""
+    from importlib.metadata import entry_points
+
+    return sorted(
+        ep.name
+        for ep in entry_points(group="wisp")
+        if ep.dist is not None and ep.dist.metadata["Name"] == "wisp-framework"
+    )
+
+
+def _session_block() -> tuple[str, ...]:
+    """``WISP_TEST_BLOCK=a,b`` (``*``: every bundled plugin), read once at import,
+    before ``_isolated_env`` clears ``WISP_*``: the nox matrix runs the suite with
+    these plugins blocked in every app, and skips tests marked as needing one."""
+    raw = os.environ.get("WISP_TEST_BLOCK", "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if "*" in names:
+        return tuple(_bundled_plugins())
+    unknown = sorted(set(names) - set(_bundled_plugins()))
+    if unknown:
+        raise pytest.UsageError(f"WISP_TEST_BLOCK names no bundled plugin: {', '.join(unknown)}")
+    return tuple(names)
+
+
+#: Bundled plugins blocked for the whole run (``WISP_TEST_BLOCK``).
+SESSION_BLOCK = _session_block()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip tests whose ``needs_plugin`` marker names a blocked plugin."""
+    if not SESSION_BLOCK:
+        return
+    for item in items:
+        needed = [n for m in item.iter_markers("needs_plugin") for n in m.args]
+        blocked = [n for n in needed if n in SESSION_BLOCK]
+        if blocked:
+            reason = f"needs plugin {', '.join(sorted(set(blocked)))} (WISP_TEST_BLOCK)"
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _blocking_init(init: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: wisp.Wisp, *args: Any, block: Any = (), **kwargs: Any) -> None:
+        init(self, *args, block=(*block, *SESSION_BLOCK), **kwargs)
+
+    return __init__
+
+
 # Variables a developer may have set that would change what the kernel loads.
 _ISOLATE = (
     "WISP_PLUGINS",
@@ -33,6 +83,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     for name in _ISOLATE:
         monkeypatch.delenv(name, raising=False)
+    if SESSION_BLOCK:
+        # Every app the test makes (in process, or a `wisp` subprocess given this
+        # environment) blocks the session's plugins.
+        monkeypatch.setattr(wisp.Wisp, "__init__", _blocking_init(wisp.Wisp.__init__))
+        monkeypatch.setenv("WISP_DISABLE_PLUGINS", ",".join(SESSION_BLOCK))
     modules = set(sys.modules)
     path = list(sys.path)
     yield
