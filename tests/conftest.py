@@ -17,7 +17,6 @@ import wisp
 from wisp.testing import WispProject
 
 
-
 def _bundled_plugins() -> list[str]:
     """Entry-point names of the plugins shipped in ``wisp-framework``."""
     from importlib.metadata import entry_points

@@ -13,6 +13,8 @@ import pytest
 import wisp
 from wisp.cli.main import main
 
+pytestmark = pytest.mark.needs_plugin("audit")
+
 GUILD, USER = 100, 300
 
 
@@ -69,6 +71,7 @@ async def cli(capsys, *args: str) -> tuple[int, str, str]:
     return await asyncio.to_thread(run_cli, capsys, *args)
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_admin_commands_and_policy_changes_share_one_log(project, database) -> None:
     setup_project(project, database, '"storage", "policy", "audit"')
     app = project.app(autoload=None)
@@ -113,6 +116,7 @@ async def test_admin_commands_and_policy_changes_share_one_log(project, database
     assert datetime.fromisoformat(first["at"]).tzinfo is not None
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_a_slash_policy_change_carries_its_commands_request_id(project, database) -> None:
     setup_project(project, database, '"storage", "policy", "audit"')
     app = project.app(autoload=None)
@@ -145,6 +149,7 @@ class RefusingAudit:
             raise RuntimeError("audit store down")
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_a_change_commits_only_with_its_record(project, database) -> None:
     setup_project(project, database, '"storage", "policy", "audit"')
     app = project.app(autoload=None)
@@ -162,6 +167,7 @@ async def test_a_change_commits_only_with_its_record(project, database) -> None:
         assert out.ok
 
 
+@pytest.mark.needs_plugin("basics", "features", "policy", "ratelimit", "storage")
 async def test_blocking_audit_only_drops_the_records(project, database, monkeypatch, capsys):
     setup_project(project, database, '"storage", "policy", "features", "ratelimit", "basics"')
     monkeypatch.chdir(project.root)
@@ -187,6 +193,7 @@ async def test_blocking_audit_only_drops_the_records(project, database, monkeypa
         run_cli(capsys, "audit", "list")  # no such subcommand without the plugin
 
 
+@pytest.mark.needs_plugin("basics", "features", "ratelimit", "storage")
 async def test_override_and_switch_changes_from_the_shell(project, database, monkeypatch, capsys):
     setup_project(project, database, '"storage", "features", "ratelimit", "basics", "audit"')
     monkeypatch.chdir(project.root)
@@ -216,6 +223,7 @@ async def test_override_and_switch_changes_from_the_shell(project, database, mon
     assert all(e["actor_id"] is None and e["request_id"] is None for e in entries)
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_audit_list_filters_and_formats(project, database, monkeypatch, capsys) -> None:
     setup_project(project, database, '"storage", "audit"')
     monkeypatch.chdir(project.root)
@@ -262,6 +270,7 @@ async def test_audit_list_filters_and_formats(project, database, monkeypatch, ca
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_the_log_takes_part_in_export_and_import(project, database) -> None:
     setup_project(project, database, '"storage", "policy", "audit"')
     app = project.app(autoload=None)
@@ -292,6 +301,7 @@ async def test_the_log_takes_part_in_export_and_import(project, database) -> Non
         assert ids == sorted(set(ids)) and len(ids) == 4
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_earlier_policy_audit_rows_move_into_the_log(project, database) -> None:
     # A database from before the audit plugin: rule changes in policy_audit.
     setup_project(project, database, '"storage", "policy"')
@@ -335,6 +345,7 @@ async def test_without_storage_the_log_is_off_and_says_so(project, monkeypatch, 
     assert "the audit log is off: it needs the storage plugin" in err
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_deleting_a_user_erases_them_as_actor_and_keeps_the_entries(
     project, database
 ) -> None:

@@ -16,6 +16,8 @@ import wisp
 from wisp.plugins.cache import CacheError, CacheService
 from wisp.plugins.cache.memory import MemoryBackend
 
+pytestmark = pytest.mark.needs_plugin("cache")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
@@ -57,6 +59,7 @@ async def until_missed(cache: CacheService, n: int) -> None:
         await asyncio.sleep(0.001)
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_get_set_delete(cache: CacheService) -> None:
     assert await cache.get("missing") is None
     assert await cache.get("missing", default=0) == 0
@@ -70,6 +73,7 @@ async def test_get_set_delete(cache: CacheService) -> None:
     assert await cache.get("n") is None
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_values_are_json_made_by_cattrs(cache: CacheService) -> None:
     joined = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     await cache.set("profile", Profile("ada", joined, ("admin",)))
@@ -89,6 +93,7 @@ async def test_values_are_json_made_by_cattrs(cache: CacheService) -> None:
     assert await cache.get("copy") == {"a": [1]}
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_bad_input_names_the_key_and_loses_nothing(cache: CacheService) -> None:
     await cache.set("k", "kept")
     with pytest.raises(
@@ -108,6 +113,7 @@ async def test_bad_input_names_the_key_and_loses_nothing(cache: CacheService) ->
     assert await cache.get("k") == "kept"
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_ttl_expires_values(cache: CacheService) -> None:
     await cache.set("short", "v", ttl=0.05)
     await cache.set("long", "v", ttl=60)
@@ -119,6 +125,7 @@ async def test_ttl_expires_values(cache: CacheService) -> None:
     assert await cache.get("forever") == "v"
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_get_or_set_computes_once_for_concurrent_misses(cache: CacheService) -> None:
     calls = 0
     release = asyncio.Event()
@@ -145,6 +152,7 @@ async def test_get_or_set_computes_once_for_concurrent_misses(cache: CacheServic
     assert metrics.value("wisp.cache.misses", status="misses", **labels) == 50
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_get_or_set_failure_reaches_every_caller_and_stores_nothing(
     cache: CacheService,
 ) -> None:
@@ -169,6 +177,7 @@ async def test_get_or_set_failure_reaches_every_caller_and_stores_nothing(
     assert await cache.get("x") == 7
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_a_cancelled_caller_leaves_the_computation_to_the_others(
     cache: CacheService,
 ) -> None:
@@ -189,6 +198,7 @@ async def test_a_cancelled_caller_leaves_the_computation_to_the_others(
     assert await cache.get("k") == "done"
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_get_or_set_reads_back_as_the_type(cache: CacheService) -> None:
     joined = datetime(2026, 5, 6, tzinfo=UTC)
     made = await cache.get_or_set("p", lambda: Profile("bo", joined), type=Profile)
@@ -199,6 +209,7 @@ async def test_get_or_set_reads_back_as_the_type(cache: CacheService) -> None:
 # -- memory only ------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("metrics")
 async def test_memory_is_bounded_least_recently_used_first(project) -> None:
     app = cache_app(project, "memory", "max_entries = 3\n")
     async with app:
@@ -233,6 +244,7 @@ def test_bad_config_names_the_key(project) -> None:
     assert "cache.backend" in str(info.value)
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_redis_backend_without_the_redis_plugin_is_off_and_logged(project, log_lines) -> None:
     project.write("wisp.toml", '[cache]\nbackend = "redis"\n')
     async with project.app(plugins=["cache"]) as app:
@@ -248,6 +260,7 @@ async def test_redis_backend_without_the_redis_plugin_is_off_and_logged(project,
 # -- redis only --------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_redis_values_are_shared_between_processes_within_a_prefix(project) -> None:
     if not REDIS_URL:
         pytest.skip("WISP_TEST_REDIS_URL is not set")
@@ -277,6 +290,7 @@ async def test_redis_values_are_shared_between_processes_within_a_prefix(project
             assert await b.get("shared") is None
 
 
+@pytest.mark.needs_plugin("metrics", "redis")
 async def test_a_redis_outage_is_a_miss_or_an_error_as_configured(project, log_lines) -> None:
     if not REDIS_URL:
         pytest.skip("WISP_TEST_REDIS_URL is not set")

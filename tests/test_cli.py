@@ -67,6 +67,7 @@ def test_help_lists_builtin_and_plugin_commands(cli_project, capsys) -> None:
     assert "--dry-run-greeting" in capsys.readouterr().out
 
 
+@pytest.mark.needs_plugin("accesslog", "basics")
 def test_plugins_lists_name_distribution_origin_and_hooks(cli_project, capsys) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
@@ -76,6 +77,7 @@ def test_plugins_lists_name_distribution_origin_and_hooks(cli_project, capsys) -
     assert "command file" in lines["bot/hello.py"]
 
 
+@pytest.mark.needs_plugin("accesslog", "features", "metrics", "ratelimit", "storage")
 def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     assert main(["plugins", "--hooks"]) == 0
     out = capsys.readouterr().out
@@ -130,6 +132,7 @@ def test_doctor_is_green_then_red_on_a_broken_plugin(cli_project, capsys) -> Non
     assert "strict_plugins" in capsys.readouterr().err
 
 
+@pytest.mark.needs_plugin("accesslog")
 def test_doctor_reports_bad_config_and_unhealthy_services(cli_project, capsys) -> None:
     cli_project.write("wisp.toml", '[wisp]\ncommand_paths = ["bot"]\n[accesslog]\nslow_ms = 0\n')
     assert main(["doctor"]) == 1
@@ -155,6 +158,7 @@ def test_doctor_reports_bad_config_and_unhealthy_services(cli_project, capsys) -
     assert "FAIL weather_api (plugin wispconf.py): connection refused" in capsys.readouterr().out
 
 
+@pytest.mark.needs_plugin("accesslog")
 def test_bad_config_exits_2_with_every_problem(cli_project, capsys) -> None:
     cli_project.write(
         "wisp.toml",
@@ -166,6 +170,8 @@ def test_bad_config_exits_2_with_every_problem(cli_project, capsys) -> None:
     assert "wisp.log_format" in err and "accesslog.slow_ms" in err
 
 
+@pytest.mark.needs_plugin("accesslog")
+@pytest.mark.slow
 def test_console_script_runs(cli_project, wisp_exe) -> None:
     done = subprocess.run(
         [wisp_exe, "call", "hello", "name=console"],
@@ -203,6 +209,7 @@ def test_global_options_may_follow_the_subcommand(cli_project, capsys) -> None:
     assert "blocked: accesslog (-p no:accesslog)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_unhandled_errors_never_log_local_values(cli_project, wisp_exe) -> None:
     cli_project.write(
         "bot/leak.py",
@@ -269,6 +276,7 @@ def test_failures_are_logged_when_the_bot_runs(cli_project, capsys) -> None:
     assert "plugin 'bot/half.py'" in capsys.readouterr().err
 
 
+@pytest.mark.needs_plugin("accesslog", "basics")
 def test_plugin_registered_hook_sees_every_plugin(project) -> None:
     import wisp
 

@@ -99,6 +99,7 @@ def test_two_config_sections_with_one_key(project) -> None:
     ]
 
 
+@pytest.mark.needs_plugin("storage")
 def test_two_wisp_subcommands_with_one_name(project, monkeypatch, capsys) -> None:
     project.write(
         "wisp.toml",

@@ -149,6 +149,7 @@ def test_secrets_are_redacted_in_errors_and_dumps(project, monkeypatch, capsys) 
     }
 
 
+@pytest.mark.needs_plugin("accesslog")
 def test_cli_config_prints_redacted_config(project, monkeypatch, capsys) -> None:
     project.write("wisp.toml", "[wisp]\nautoload = false\n")
     monkeypatch.setenv("WISP_PLUGINS", "accesslog")

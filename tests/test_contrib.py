@@ -37,6 +37,7 @@ async def test_uptime_plugin_loads_as_third_party_and_works(project) -> None:
     assert not (await service.health()).ok
 
 
+@pytest.mark.needs_plugin("basics")
 def test_uptime_plugin_is_blockable(project) -> None:
     app = project.app(autoload=True, block=["uptime"]).configure()
     assert "uptime" not in app.commands

@@ -20,6 +20,8 @@ from wisp.plugins.discord.fake import (
 )
 from wisp.plugins.discord.offline import offline_guild
 
+pytestmark = pytest.mark.needs_plugin("discord")
+
 ROOT = Path(__file__).resolve().parents[1]
 SEEN: list[str] = []
 
@@ -101,7 +103,7 @@ def _clear() -> None:
 def make_app(wisp_project, toml: str = "", plugins=("discord",)) -> wisp.Wisp:
     wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 50\n" + toml)
     app = wisp_project.app(plugins=list(plugins))
-    app.register(Features(), "features")
+    app.register(Features(), "demo")
     return app
 
 
@@ -182,14 +184,15 @@ async def test_bots_dms_members_and_reactions(wisp_project, wisp_offline):
     assert SEEN == ["last:psst"]  # only the handler that allows DMs
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_per_guild_disable_through_plugin_state(wisp_project, wisp_offline):
     app = make_app(wisp_project, plugins=("discord", "storage"))
     bot = await wisp_offline(app)
     guild = bot.fake.default_guild.id
-    await app.services.get("plugin_state").set_enabled("features", guild, False)
+    await app.services.get("plugin_state").set_enabled("demo", guild, False)
     await bot.say("quiet please")
     assert SEEN == []
-    await app.services.get("plugin_state").set_enabled("features", guild, True)
+    await app.services.get("plugin_state").set_enabled("demo", guild, True)
     await bot.say("loud again")
     assert SEEN == ["first:loud again", "last:loud again", "essential:loud again"]
 
@@ -199,7 +202,7 @@ async def test_a_burst_of_identical_messages_puts_the_guild_in_safe_mode(
 ):
     wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 3\nloop_window = 60\n")
     app = wisp_project.app(plugins=["discord"])
-    app.register(Features(), "features")
+    app.register(Features(), "demo")
     bot = await wisp_offline(app)
     for _ in range(3):
         await bot.say("spam")
@@ -251,6 +254,7 @@ def test_bad_discord_config_names_the_key(wisp_project):
         wisp_project.app(plugins=["discord"]).configure()
 
 
+@pytest.mark.slow
 def test_offline_script_prints_a_transcript(tmp_path):
     """The README's main job: the example bot, offline, replaying its script."""
     import shutil
@@ -371,6 +375,7 @@ async def test_every_routed_event_reaches_its_handler(wisp_project, wisp_offline
     assert sorted(ROUTED) == sorted(expected)
 
 
+@pytest.mark.needs_plugin("basics")
 async def test_commands_sync_cli_against_the_fake(wisp_project, monkeypatch):
     from wisp.cli.main import main
     from wisp.plugins.discord.fake import patched_endpoints
@@ -411,6 +416,7 @@ async def test_embeds_pass_through_to_discord(wisp_project, wisp_offline):
     assert call.json["data"]["embeds"][0]["description"] == "a card"
 
 
+@pytest.mark.slow
 async def test_wisp_run_with_a_token_takes_the_same_path(wisp_project, monkeypatch):
     """`wisp run` online: the same service, pointed here at the fake instead of Discord."""
     import argparse
@@ -476,7 +482,7 @@ async def test_slow_private_answers_stay_private(wisp_project, wisp_offline):
 async def test_different_reactions_are_not_a_loop(wisp_project, wisp_offline, log_lines):
     wisp_project.write("wisp.toml", "[discord]\nloop_threshold = 3\n")
     app = wisp_project.app(plugins=["discord"])
-    app.register(Features(), "features")
+    app.register(Features(), "demo")
     bot = await wisp_offline(app)
     message_id = await bot.fake.message_create(content="pick your roles")
     await bot.service.wait_handled(message_id)
@@ -492,6 +498,7 @@ def test_min_and_max_only_on_numbers():
         wisp.Param("code", wisp.ParamType.STRING, min_value=3)
 
 
+@pytest.mark.needs_plugin("storage")
 def test_the_bot_starts_after_storage(wisp_project):
     from wisp.plugins.discord import enable
     from wisp.plugins.discord.fake import DEFAULT_CHANNEL_ID, DEFAULT_GUILD_ID

@@ -9,6 +9,8 @@ import pytest
 import wisp
 from wisp.plugins.discord.appcommands import commands_payload, payload_hash, read_invocation
 
+pytestmark = pytest.mark.needs_plugin("discord")
+
 
 async def _suggest(ctx, current):
     return ["red", "green"]

@@ -31,6 +31,8 @@ from wisp.plugins.discord.fake import (
     patched_endpoints,
 )
 
+pytestmark = pytest.mark.needs_plugin("discord")
+
 TIMEOUT = 10.0
 # How long discord.py waits for more GUILD_CREATEs before READY (default 2s).
 GUILD_READY = 0.2

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from wisp.cli.main import main
+
+pytestmark = pytest.mark.needs_plugin("features")
 
 
 def write_games(project, default_enabled: bool = True) -> None:
@@ -29,6 +33,7 @@ def write_games(project, default_enabled: bool = True) -> None:
     project.write("tests_helpers.py", "HEARD = []\n")
 
 
+@pytest.mark.needs_plugin("discord", "policy", "storage")
 async def test_switching_a_plugin_off_per_guild(project, wisp_offline) -> None:
     write_games(project)
     project.write(
@@ -61,6 +66,7 @@ async def test_switching_a_plugin_off_per_guild(project, wisp_offline) -> None:
     assert tests_helpers.HEARD == ["back again"]
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_default_off_and_the_cli_switch(project, monkeypatch, capsys) -> None:
     write_games(project, default_enabled=False)
     project.write(
@@ -85,3 +91,27 @@ async def test_default_off_and_the_cli_switch(project, monkeypatch, capsys) -> N
     assert code == 2 and "No plugin `nope`" in err
     code, out, _ = await asyncio.to_thread(run, "plugins")
     assert code == 0 and "games_plugin" in out  # the listing still works
+
+
+@pytest.mark.needs_plugin("policy", "discord")
+async def test_blocking_storage_leaves_policy_and_features_loaded(
+    project, wisp_offline, log_lines
+) -> None:
+    """Found by ``tests(without=storage)``: both plugins used to fail at start-up
+    (`requires plugin 'storage'`), dropping every capability check with them."""
+    write_games(project)
+    app = project.app(plugins=["policy", "features", "discord", "games_plugin"], block=["storage"])
+    bot = await wisp_offline(app)
+    assert [f.name for f in app.pluginmanager.failures] == []
+    warnings = [r["message"] for r in log_lines if r["level"] == "WARNING"]
+    assert any(m.startswith("policy: rules are off") for m in warnings)
+    assert any("features: per-guild plugin switches need the storage plugin" in m for m in warnings)
+    assert (await bot.slash("play")).replies == ["playing"]  # no switches: every plugin on
+    alice = bot.member_id("alice")
+    answer = await bot.slash("plugins disable", {"plugin": "games_plugin"}, user=alice)
+    assert answer.replies[0].startswith("You need the `plugins.manage` capability")
+    answer = await bot.slash("plugins disable", {"plugin": "games_plugin"})  # the owner
+    assert answer.replies == [
+        "Plugins cannot be switched: per-guild plugin switches need the storage plugin, "
+        "which is not loaded. (ephemeral)"
+    ]

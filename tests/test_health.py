@@ -12,6 +12,8 @@ import pytest
 import wisp
 from wisp.cli.main import main
 
+pytestmark = pytest.mark.needs_plugin("health", "storage")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
@@ -123,6 +125,7 @@ async def test_healthz_and_readyz_over_http(project, database) -> None:
             await session.get(f"http://127.0.0.1:{port}/healthz")
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_readyz_covers_redis(project, database) -> None:
     if not REDIS_URL:
         pytest.skip("WISP_TEST_REDIS_URL is not set")
@@ -139,6 +142,7 @@ async def test_readyz_covers_redis(project, database) -> None:
         assert body["services"]["redis"] == {"ready": False, "detail": "not started"}
 
 
+@pytest.mark.needs_plugin("discord")
 async def test_readyz_covers_the_discord_gateway(project, database, wisp_offline) -> None:
     setup_project(project, database, "http = true\nport = 0", '"storage", "discord", "health"')
     app = project.app(autoload=None)

@@ -34,6 +34,8 @@ from wisp.plugins.idempotency.api import (
 )
 from wisp.plugins.jobs.schedule import Scheduler, collect_schedules
 
+pytestmark = pytest.mark.needs_plugin("idempotency")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 # -- the key ----------------------------------------------------------------------------
@@ -199,6 +201,7 @@ def _last_interaction(fake: FakeDiscord) -> int:
     return max(fake.interactions)
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_an_interaction_delivered_twice_runs_once(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -217,6 +220,7 @@ async def test_an_interaction_delivered_twice_runs_once(
     assert service.counters.hits == 1 and service.counters.claims == 2
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_a_repeat_while_the_first_runs_says_still_working(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -239,6 +243,7 @@ async def test_a_repeat_while_the_first_runs_says_still_working(
     assert _runs(project) == ["slow"]
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_a_repeat_waits_briefly_for_the_first_and_gets_its_reply(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -263,6 +268,7 @@ async def test_a_repeat_waits_briefly_for_the_first_and_gets_its_reply(
     assert _runs(project) == ["slow"]
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_options_mode_folds_a_double_submit_into_one(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -278,6 +284,7 @@ async def test_options_mode_folds_a_double_submit_into_one(
     assert _runs(project) == ["order:tea", "order:cake", "order:tea"]
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_prefix_commands_unguarded_commands_and_failures(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -308,6 +315,7 @@ async def test_prefix_commands_unguarded_commands_and_failures(
     indirect=["database"],
     ids=["sqlite", "postgresql", "redis"],
 )
+@pytest.mark.needs_plugin("discord", "redis", "storage")
 async def test_two_apps_on_one_store_run_an_interaction_once(
     store: str,
     database: tuple[str, str],
@@ -351,6 +359,7 @@ async def test_two_apps_on_one_store_run_an_interaction_once(
             await client.delete(name)
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 def test_bad_command_metadata_fails_start_up_naming_the_command(
     project: Any, tmp_path: Path
 ) -> None:
@@ -378,6 +387,7 @@ from pathlib import Path
 import discord
 import wisp
 from wisp.plugins.idempotency.middleware import idempotent_component
+
 
 CLICKS = []
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,6 +419,7 @@ async def shop(ctx) -> wisp.Response:
 """
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_a_double_click_runs_once_and_both_clicks_get_the_answer(
     project: Any, tmp_path: Path, wisp_offline: Callable[..., Any]
 ) -> None:
@@ -452,6 +463,7 @@ async def test_a_double_click_runs_once_and_both_clicks_get_the_answer(
 # -- cleanup on the jobs scheduler, the CLI, doctor ---------------------------------------------
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_cleanup_is_scheduled_on_the_jobs_scheduler(project: Any, tmp_path: Path) -> None:
     project.write(
         "wisp.toml",
@@ -479,6 +491,7 @@ async def test_cleanup_is_scheduled_on_the_jobs_scheduler(project: Any, tmp_path
         assert now - timedelta(seconds=600) < job.run_at <= now
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_no_schedule_when_switched_off_and_no_jobs_needed(
     project: Any, tmp_path: Path
 ) -> None:
@@ -501,6 +514,7 @@ async def test_no_schedule_when_switched_off_and_no_jobs_needed(
         assert "idempotency" in app.services
 
 
+@pytest.mark.needs_plugin("discord")
 async def test_without_its_backend_the_bot_still_runs(
     project: Any, tmp_path: Path, log_lines: list[dict[str, Any]], wisp_offline: Callable[..., Any]
 ) -> None:
@@ -524,6 +538,7 @@ async def test_the_decorator_needs_a_context_or_a_service() -> None:
         idempotent("x")(lambda: 1)  # type: ignore[arg-type]
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_the_decorator_keys_by_the_context_guild_and_user(
     project: Any, tmp_path: Path
 ) -> None:
@@ -562,6 +577,8 @@ async def test_the_decorator_keys_by_the_context_guild_and_user(
     assert runs == [(1, "ada"), (2, "ada")]
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 def test_cli_show_cleanup_forget_and_doctor(wisp_exe: str, project: Any, tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite3"
     project.write(
@@ -614,6 +631,7 @@ def test_bad_configuration_is_reported_naming_the_keys(project: Any) -> None:
     assert "lease_seconds must be greater than 0" in text
 
 
+@pytest.mark.needs_plugin("metrics", "storage")
 async def test_claims_and_repeats_are_counted_in_metrics(project) -> None:
     db = project.root / "metrics.sqlite3"
     project.write(

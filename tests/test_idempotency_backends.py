@@ -35,12 +35,15 @@ from wisp.plugins.idempotency.service import IdempotencyService
 
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
-pytestmark = pytest.mark.parametrize(
-    ("backend", "database"),
-    [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
-    indirect=True,
-    ids=["sqlite", "postgresql", "redis"],
-)
+pytestmark = [
+    pytest.mark.needs_plugin("storage", "idempotency", "redis"),
+    pytest.mark.parametrize(
+        ("backend", "database"),
+        [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
+        indirect=True,
+        ids=["sqlite", "postgresql", "redis"],
+    ),
+]
 
 
 def wisp_toml(kind: str, database: tuple[str, str], extra: str = "") -> str:
@@ -216,6 +219,7 @@ async def test_a_claim_taken_over_cannot_store_its_result(idem: IdempotencyServi
     assert idem.counters.lost == 1
 
 
+@pytest.mark.slow
 async def test_the_heartbeat_keeps_a_long_operation_claimed(idem: IdempotencyService) -> None:
     async def long_one() -> None:
         async with idem.idempotent("long", lease=0.5) as claim:
@@ -402,6 +406,7 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
 """
 
 
+@pytest.mark.slow
 async def test_a_thousand_attempts_from_four_processes_run_once(
     backend: str, project: Any, database: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -20,12 +20,15 @@ import pytest
 import wisp
 from wisp.plugins.jobs.api import JobStatus
 
+pytestmark = pytest.mark.needs_plugin("jobs")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 TASKS = """
 import asyncio, os
 import attrs
 import wisp
+
 
 LOG = os.environ.get("JOB_LOG")
 
@@ -193,6 +196,8 @@ def test_two_handlers_for_one_job_type_name_both_plugins(project) -> None:
 # -- enqueue ---------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 async def test_enqueue_checks_its_input_and_keys_make_one_job(project, database) -> None:
     setup_project(project, database)
     app = project.app()
@@ -216,6 +221,8 @@ async def test_enqueue_checks_its_input_and_keys_make_one_job(project, database)
 # -- workers -----------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 async def test_worker_runs_retries_and_dead_letters(project, database) -> None:
     setup_project(project, database)
     app = project.app()
@@ -264,6 +271,8 @@ def _lines(path: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split()) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 async def test_sigterm_lets_running_jobs_finish_or_releases_them(project, database, tmp_path):
     setup_project(project, database, "shutdown_seconds = 1.0\n")
     log = tmp_path / "log.txt"
@@ -290,18 +299,26 @@ async def test_sigterm_lets_running_jobs_finish_or_releases_them(project, databa
     assert f"job {stuck.id} (slow) released for another worker" in err
 
 
+@pytest.mark.needs_plugin("redis")
+@pytest.mark.slow
 async def test_sigkill_mid_run_loses_no_job_on_redis(project, redis_store, tmp_path) -> None:
     await test_sigkill_mid_run_loses_no_job(project, redis_store, tmp_path)
 
 
+@pytest.mark.needs_plugin("redis")
+@pytest.mark.slow
 async def test_two_workers_never_run_a_job_twice_on_redis(project, redis_store, tmp_path) -> None:
     await test_two_workers_never_run_a_job_twice(project, redis_store, tmp_path)
 
 
+@pytest.mark.needs_plugin("redis")
+@pytest.mark.slow
 async def test_worker_runs_retries_and_dead_letters_on_redis(project, redis_store) -> None:
     await test_worker_runs_retries_and_dead_letters(project, redis_store)
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 async def test_sigkill_mid_run_loses_no_job(project, database, tmp_path) -> None:
     """100 jobs, a worker SIGKILLed part way, a second worker after the leases lapse:
     every job completes; only the jobs in flight at the kill run twice."""
@@ -347,6 +364,8 @@ async def test_sigkill_mid_run_loses_no_job(project, database, tmp_path) -> None
     print(f"in flight at the kill: {len(in_flight)}, run again: {len(twice)}")
 
 
+@pytest.mark.needs_plugin("storage")
+@pytest.mark.slow
 async def test_two_workers_never_run_a_job_twice(project, database, tmp_path) -> None:
     jobs_count = 1000 if database[0].startswith("sqlite") else 5000
     setup_project(project, database)
@@ -368,6 +387,7 @@ async def test_two_workers_never_run_a_job_twice(project, database, tmp_path) ->
     print(f"{jobs_count} jobs by 2 workers in {time.monotonic() - started:.1f}s")
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_enqueue_survives_a_dropped_connection(project, database) -> None:
     if not database[0].startswith("postgresql"):
         pytest.skip("the separate enqueue pool is PostgreSQL's")
@@ -392,12 +412,14 @@ async def test_enqueue_survives_a_dropped_connection(project, database) -> None:
         assert len(await jobs.list(type="greet")) == 2
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row_on_redis(
     project, redis_store
 ) -> None:
     await test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project, redis_store)
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project, database) -> None:
     from wisp.plugins.jobs.api import NewJob
 
@@ -412,6 +434,7 @@ async def test_an_enqueue_repeated_after_a_lost_reply_finds_its_own_row(project,
         assert len(await backend.list(type="greet")) == 1
 
 
+@pytest.mark.slow
 async def test_the_jobs_cli_refuses_bad_input_and_writes_nothing(project) -> None:
     setup_project(project, (f"sqlite+aiosqlite:///{project.root / 'jobs.sqlite3'}", ""))
     for args, message in [

@@ -33,12 +33,15 @@ OPEN = pytest.StashKey[Callable[..., Awaitable[Any]]]()
 
 # The conftest's ``database`` fixture knows sqlite and postgresql; the Redis
 # case takes its SQLite path (a file name, nothing is opened) and ignores it.
-pytestmark = pytest.mark.parametrize(
-    ("backend", "database"),
-    [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
-    indirect=True,
-    ids=["sqlite", "postgresql", "redis"],
-)
+pytestmark = [
+    pytest.mark.needs_plugin("storage", "jobs"),
+    pytest.mark.parametrize(
+        ("backend", "database"),
+        [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
+        indirect=True,
+        ids=["sqlite", "postgresql", "redis"],
+    ),
+]
 
 
 @pytest.fixture
@@ -301,6 +304,7 @@ async def test_an_idempotency_key_returns_the_job_it_made(backend) -> None:
     assert (await backend.counts())["pending"] == 2
 
 
+@pytest.mark.slow
 async def test_a_thousand_concurrent_enqueues_with_one_key_make_one_job(backend) -> None:
     results = await asyncio.gather(
         *(backend.enqueue(new(payload={"i": i}, idempotency_key="once")) for i in range(1000))
@@ -368,6 +372,7 @@ async def test_claim_merges_queues_and_types_by_run_at(backend) -> None:
     assert [job.payload for job in rest] == [12, 13]
 
 
+@pytest.mark.slow
 async def test_claim_keeps_to_its_queues_types_and_limit(backend) -> None:
     old = ago(60)
     # Many due jobs of a type nobody asks for, ahead of everything else: a claim
@@ -401,6 +406,7 @@ async def test_claim_keeps_to_its_queues_types_and_limit(backend) -> None:
     assert await claim(backend, limit=0) == []
 
 
+@pytest.mark.slow
 async def test_a_job_is_not_claimed_before_its_run_at(backend) -> None:
     due = await add(backend, run_at=ago(1))
     later = await add(backend, run_at=datetime.now(UTC) + timedelta(seconds=1.5))
@@ -455,6 +461,7 @@ async def test_an_expired_lease_is_claimed_again_and_fences_the_first_worker(
     assert not await backend.complete(job.id, second.lease_token, "twice")
 
 
+@pytest.mark.slow
 async def test_heartbeats_keep_a_lease(backend) -> None:
     job = await add(backend)
     (held,) = await claim(backend, worker="w1", lease=1.0)
@@ -506,6 +513,7 @@ async def test_a_lapsed_last_attempt_is_dead_lettered_by_the_next_claim(backend)
 # -- outcomes ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_fail_with_retry_at_waits_and_counts_the_attempt(backend) -> None:
     job = await add(backend)
     (held,) = await claim(backend)
@@ -671,6 +679,7 @@ async def test_list_filters_newest_first(backend) -> None:
 # -- waking ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_wait_for_work_wakes_on_an_enqueue_or_times_out(backend, other, kind) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -712,6 +721,7 @@ async def test_times_given_in_another_time_zone_are_the_same_instant(backend) ->
     assert await backend.purge(status=JobStatus.COMPLETED, older_than=after) == 1
 
 
+@pytest.mark.slow
 async def test_work_in_another_store_does_not_wake_a_waiting_worker(backend, elsewhere) -> None:
     waiter = asyncio.create_task(backend.wait_for_work(1.0))
     await asyncio.sleep(0.3)

@@ -16,6 +16,8 @@ import wisp
 from wisp.plugins.jobs.api import Job, JobStatus
 from wisp.plugins.jobs.schedule import EPOCH, Schedule, Scheduler, collect_schedules
 
+pytestmark = pytest.mark.needs_plugin("jobs")
+
 T0 = datetime(2025, 3, 28, 10, 7, 30, tzinfo=UTC)  # a Friday
 
 
@@ -355,6 +357,7 @@ def test_bad_names() -> None:
 # -- exactly once on a real store ----------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_several_schedulers_enqueue_each_firing_once(project, database) -> None:
     """Three schedulers, each with its own app (its own connection pool, as in
     three worker processes), over one database, tick the same instants at once."""

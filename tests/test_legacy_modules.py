@@ -6,6 +6,8 @@ import pytest
 
 import wisp
 
+pytestmark = pytest.mark.needs_plugin("modules")
+
 LEGACY = """
 from typing import Any, Set
 
@@ -13,6 +15,7 @@ import discord
 from discord import app_commands
 
 from wisp.plugins.modules import Module
+
 
 EVENTS = []
 
@@ -75,6 +78,7 @@ class NeedsRedis(Module):
 """
 
 
+@pytest.mark.needs_plugin("discord", "storage")
 async def test_a_legacy_module_works_unchanged(wisp_project, wisp_offline, log_lines):
     wisp_project.write("legacy_bot.py", LEGACY)
     wisp_project.write("wisp.toml", '[modules]\nload = ["legacy_bot"]\n')

@@ -25,6 +25,8 @@ import wisp
 from wisp.plugins.locks.api import Lock, LockLost, LockTimeout, StaleToken
 from wisp.testing import WispProject
 
+pytestmark = pytest.mark.needs_plugin("locks")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
 
@@ -133,6 +135,7 @@ async def env(request, project) -> AsyncIterator[Env]:
         yield made
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_acquire_gives_a_lock_with_a_token_and_release_frees_it(env) -> None:
     locks = await env.locks()
     async with locks.acquire("report", ttl=10) as lock:
@@ -153,6 +156,7 @@ async def test_acquire_gives_a_lock_with_a_token_and_release_frees_it(env) -> No
         await again.release()
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_tokens_grow_per_name_across_holders_and_processes(env) -> None:
     one, two = await env.pair()
     tokens = []
@@ -166,6 +170,7 @@ async def test_tokens_grow_per_name_across_holders_and_processes(env) -> None:
         assert other.token > 0
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_tasks_in_two_apps_never_overlap(env) -> None:
     apps = list(await env.pair())
     inside = 0
@@ -190,6 +195,7 @@ async def test_tasks_in_two_apps_never_overlap(env) -> None:
     assert sum(s.waits for s in stats) > 0
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_a_release_wakes_a_waiter_without_polling(env) -> None:
     # Re-checks every 60 s and a lease of 60 s: a waiter that gets in within
     # 15 s was woken by the release.
@@ -210,6 +216,7 @@ async def test_a_release_wakes_a_waiter_without_polling(env) -> None:
     assert waiter_side.stats.waits == 1 and waiter_side.stats.max_wait_seconds > 0.1
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_timeout_names_the_lock(env) -> None:
     locks = await env.locks()
     async with locks.acquire("busy", ttl=30):
@@ -230,6 +237,8 @@ async def _fenced_write(env: Env, app: wisp.Wisp, lock: Any, value: str) -> None
         await session.execute(text("UPDATE fenced SET value = :v"), {"v": value})
 
 
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_a_paused_holder_past_its_ttl_is_fenced_off_and_its_release_fails(env) -> None:
     app_a = await env.app()
     app_b = app_a if env.kind == "memory" else await env.app()
@@ -271,6 +280,7 @@ async def test_a_paused_holder_past_its_ttl_is_fenced_off_and_its_release_fails(
     await second.release()
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_a_lease_that_ran_out_with_nobody_waiting_is_still_lost(env) -> None:
     locks = await env.locks()
     lock = await locks.acquire("brief", ttl=0.2)
@@ -279,6 +289,8 @@ async def test_a_lease_that_ran_out_with_nobody_waiting_is_still_lost(env) -> No
         await lock.release()
 
 
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_extend_keeps_the_lock_past_its_first_ttl(env) -> None:
     locks, other = await env.pair()
     lock = await locks.acquire("long", ttl=1.0)
@@ -291,6 +303,8 @@ async def test_extend_keeps_the_lock_past_its_first_ttl(env) -> None:
     assert locks.stats.extends == 1
 
 
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_auto_extend_renews_while_held(env) -> None:
     locks, other = await env.pair()
     async with locks.acquire("renewed", ttl=1.0, auto_extend=True) as lock:
@@ -302,6 +316,7 @@ async def test_auto_extend_renews_while_held(env) -> None:
     assert await other.info("renewed") is None
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_a_lost_lock_under_a_failing_body_keeps_the_bodys_error(env) -> None:
     locks = await env.locks()
 
@@ -318,6 +333,7 @@ async def test_a_lost_lock_under_a_failing_body_keeps_the_bodys_error(env) -> No
             await asyncio.sleep(0.4)
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_health_shows_the_backend_and_counters(env) -> None:
     app = await env.app()
     locks = app.services.get("locks")
@@ -329,6 +345,7 @@ async def test_health_shows_the_backend_and_counters(env) -> None:
     assert "1 acquired, 0 waited" in health.detail and "1 held here" in health.detail
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_bad_arguments_name_the_culprit(env) -> None:
     locks = await env.locks()
     with pytest.raises(ValueError, match=r"lock ttl must be .* not -1"):
@@ -340,6 +357,8 @@ async def test_bad_arguments_name_the_culprit(env) -> None:
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_a_waiter_nobody_wakes_still_gets_in_when_the_lock_frees(kind, project) -> None:
     # The lock is freed behind the plugin's back (no release message, no
     # advisory unlock): a lost wake-up.  The waiter looks again on its own.
@@ -369,6 +388,7 @@ async def test_a_waiter_nobody_wakes_still_gets_in_when_the_lock_frees(kind, pro
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_stopping_an_app_gives_its_held_locks_back(kind, project) -> None:
     async with contextlib.AsyncExitStack() as stack:
         env = Env(kind, project, stack)
@@ -415,6 +435,8 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_a_process_stopped_past_its_lease_is_refused_and_loses_the_lock(
     kind, project
 ) -> None:
@@ -462,6 +484,7 @@ async def test_a_process_stopped_past_its_lease_is_refused_and_loses_the_lock(
         await lock.release()
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_redis_wakes_past_dead_and_idle_processes_in_its_queue(project) -> None:
     # Waiters re-check only every 60 s: getting in within 15 s means the
     # release's wake-up found them.
@@ -489,6 +512,7 @@ async def test_redis_wakes_past_dead_and_idle_processes_in_its_queue(project) ->
         await got.release()
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_postgresql_survives_dropped_connections(project) -> None:
     async with contextlib.AsyncExitStack() as stack:
         env = Env("postgresql", project, stack)
@@ -523,6 +547,7 @@ HAMMER = """
 import asyncio, sys
 import wisp
 from sqlalchemy import text
+
 
 KIND, ROOT, KEY = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -560,6 +585,8 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
+@pytest.mark.needs_plugin("redis", "storage")
+@pytest.mark.slow
 async def test_four_processes_of_twenty_tasks_count_to_exactly_1000(kind, project) -> None:
     async with contextlib.AsyncExitStack() as stack:
         env = Env(kind, project, stack)
@@ -597,6 +624,7 @@ async def test_four_processes_of_twenty_tasks_count_to_exactly_1000(kind, projec
                 assert (await s.execute(text("SELECT value FROM counter"))).scalar() == 1000
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_memory_eighty_tasks_count_to_exactly_1000(project) -> None:
     async with contextlib.AsyncExitStack() as stack:
         env = Env("memory", project, stack)
@@ -619,6 +647,7 @@ async def test_memory_eighty_tasks_count_to_exactly_1000(project) -> None:
 # -- configuration, blocking, CLI -----------------------------------------------
 
 
+@pytest.mark.needs_plugin("redis", "storage")
 async def test_auto_picks_redis_then_postgresql_then_memory(project) -> None:
     project.write("wisp.toml", '[wisp]\nautoload = false\nplugins = ["storage", "locks"]\n')
     async with project.app() as app:  # SQLite: memory
@@ -643,6 +672,7 @@ async def test_auto_picks_redis_then_postgresql_then_memory(project) -> None:
                 assert app.services.get("locks").backend.kind == "sql"
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_sql_backend_on_sqlite_is_refused_by_name(project) -> None:
     project.write(
         "wisp.toml",
@@ -661,6 +691,7 @@ def test_a_bad_backend_is_a_config_error_naming_the_key(project) -> None:
         project.app().configure()
 
 
+@pytest.mark.needs_plugin("basics")
 async def test_blocking_storage_turns_sql_locks_off_and_the_bot_still_starts(
     project, log_lines
 ) -> None:
@@ -674,6 +705,7 @@ async def test_blocking_storage_turns_sql_locks_off_and_the_bot_still_starts(
     assert any("locks are off" in r["message"] for r in log_lines)
 
 
+@pytest.mark.slow
 def test_cli_lists_and_shows_locks(project, wisp_exe) -> None:
     url = _need_redis()
     prefix = f"test:locks:{uuid.uuid4().hex}:"
@@ -707,6 +739,7 @@ def test_cli_lists_and_shows_locks(project, wisp_exe) -> None:
         client.close()
 
 
+@pytest.mark.needs_plugin("metrics")
 async def test_acquires_waits_and_timeouts_are_counted_in_metrics(project) -> None:
     project.write(
         "wisp.toml",

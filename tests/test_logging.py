@@ -121,6 +121,8 @@ def _parse(stderr: str) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.needs_plugin("logging", "accesslog", "storage", "discord", "jobs")
+@pytest.mark.slow
 def test_commands_event_and_job_offline_json_lines(project: Any, database: tuple[str, str]) -> None:
     """The issue's test: every line parses; each line of an invocation carries
     its request id and fields; no line carries a secret.  Jobs in SQLite and
@@ -178,6 +180,8 @@ def test_commands_event_and_job_offline_json_lines(project: Any, database: tuple
     assert REDACTED in failed[0]["exception"]
 
 
+@pytest.mark.needs_plugin("logging", "discord")
+@pytest.mark.slow
 def test_levels_per_logger(project: Any) -> None:
     env = _project(project, '[logging]\nlevels = { "thirdparty" = "ERROR" }\n')
     _, out, err = _script(project, env, "/work\n")
@@ -189,6 +193,8 @@ def test_levels_per_logger(project: Any) -> None:
     assert any(r["message"].startswith("helper for work") for r in lines)
 
 
+@pytest.mark.needs_plugin("logging", "discord")
+@pytest.mark.slow
 def test_console_format_chosen_in_config(project: Any) -> None:
     env = _project(project, '[logging]\nformat = "console"\n')
     _, out, err = _script(project, env, "/work\n/boom\n")
@@ -200,6 +206,8 @@ def test_console_format_chosen_in_config(project: Any) -> None:
     assert "hunter2secret" not in err
 
 
+@pytest.mark.needs_plugin("accesslog", "discord")
+@pytest.mark.slow
 def test_blocked_plugin_json_lines_keep_their_shape(project: Any) -> None:
     """With ``-p no:logging`` the kernel's JSON sink remains: the same keys,
     the request id, and none of the plugin's fields."""
@@ -217,6 +225,7 @@ def test_blocked_plugin_json_lines_keep_their_shape(project: Any) -> None:
     assert not any("invocation_type" in r for r in lines)
 
 
+@pytest.mark.needs_plugin("logging")
 def test_bad_config_names_the_key(project: Any) -> None:
     project.write(
         "wisp.toml",
@@ -242,6 +251,7 @@ def restore_patcher():
     ]
 
 
+@pytest.mark.needs_plugin("logging")
 async def test_fields_in_process_from_awaited_calls_and_tasks(
     project: Any, log_lines: list[dict[str, Any]], restore_patcher: None
 ) -> None:
@@ -295,6 +305,7 @@ async def test_fields_in_process_from_awaited_calls_and_tasks(
     await app.stop()
 
 
+@pytest.mark.needs_plugin("accesslog")
 async def test_blocked_plugin_leaves_request_ids(
     project: Any, log_lines: list[dict[str, Any]]
 ) -> None:
@@ -309,6 +320,7 @@ async def test_blocked_plugin_leaves_request_ids(
     assert "invocation_type" not in access[0]["extra"]
 
 
+@pytest.mark.needs_plugin("discord", "logging", "storage")
 def test_secrets_found_in_config_and_environment(project: Any) -> None:
     project.write(
         "wisp.toml",
@@ -390,6 +402,7 @@ def test_configure_logging_json_and_stdlib(restore_patcher: None) -> None:
     assert "open-sesame" not in stream.getvalue()
 
 
+@pytest.mark.needs_plugin("logging")
 async def test_unconfigure_restores_the_kernel_patcher(
     project: Any, log_lines: list[dict[str, Any]]
 ) -> None:
@@ -406,6 +419,7 @@ async def test_unconfigure_restores_the_kernel_patcher(
     assert set(log_lines[-1]["extra"]) == {"request_id"}
 
 
+@pytest.mark.needs_plugin("logging")
 async def test_many_lines_concurrently_keep_their_own_ids(
     project: Any, log_lines: list[dict[str, Any]], restore_patcher: None
 ) -> None:

@@ -21,6 +21,8 @@ from wisp.plugins.metrics.api import (
     record_outcome,
 )
 
+pytestmark = pytest.mark.needs_plugin("metrics")
+
 # -- the registry ---------------------------------------------------------------------
 
 
@@ -130,6 +132,7 @@ def make_app(project, toml: str = "", plugins=("metrics", "ratelimit"), **kw) ->
     return app
 
 
+@pytest.mark.needs_plugin("ratelimit")
 async def test_every_invocation_is_counted_by_name_and_status_with_its_latency(
     project,
 ) -> None:
@@ -173,12 +176,14 @@ async def test_every_invocation_is_counted_by_name_and_status_with_its_latency(
         assert {"wisp.commands", "wisp.commands.duration", "wisp.events", "wisp.jobs"} <= families
 
 
+@pytest.mark.needs_plugin("accesslog", "ratelimit")
 async def test_the_middleware_sits_outside_policy_and_rate_limits(project) -> None:
     app = make_app(project, plugins=("metrics", "ratelimit", "accesslog")).configure()
     chain = [m.name for m in app._compiled[app.commands["once"]].middleware]
     assert chain == ["accesslog", "metrics", "ratelimit"]
 
 
+@pytest.mark.needs_plugin("ratelimit")
 async def test_events_can_be_left_out(project) -> None:
     app = make_app(project, "[metrics]\nevents = false\n")
     async with app:
@@ -189,6 +194,7 @@ async def test_events_can_be_left_out(project) -> None:
         assert m.value("wisp.commands.fine.ok", command="fine", status="ok") == 1
 
 
+@pytest.mark.needs_plugin("ratelimit")
 async def test_other_plugins_record_outcomes_through_the_api(project) -> None:
     app = make_app(project)
     async with app:
@@ -204,6 +210,7 @@ async def test_other_plugins_record_outcomes_through_the_api(project) -> None:
         assert m.value("commands.executed") == 1
 
 
+@pytest.mark.needs_plugin("cache", "ratelimit")
 async def test_blocking_metrics_leaves_no_middleware_and_a_silent_api(project) -> None:
     app = make_app(project, plugins=("ratelimit", "cache"))
     async with app:
@@ -216,6 +223,7 @@ async def test_blocking_metrics_leaves_no_middleware_and_a_silent_api(project) -
         assert await cache.get_or_set("k", lambda: 1) == 1
 
 
+@pytest.mark.needs_plugin("ratelimit")
 def test_bad_config_names_the_key(project) -> None:
     app = make_app(project, "[metrics]\nsnapshot_seconds = 0\nsnapshot_dir = ' '\n")
     with pytest.raises(wisp.ConfigError) as info:
@@ -239,6 +247,7 @@ async def fetch(ctx: wisp.WispContext) -> str:
     raise ConnectionError("api down")
 
 
+@pytest.mark.needs_plugin("breaker", "resilience")
 async def test_breaker_transitions_and_refusals_are_counted(project) -> None:
     project.write("wisp.toml", BREAKER)
     app = project.app(plugins=["metrics", "resilience", "breaker"])
@@ -283,6 +292,8 @@ def run_cli(exe: str, root: Path, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.needs_plugin("ratelimit")
+@pytest.mark.slow
 async def test_wisp_metrics_prints_the_last_run(project, wisp_exe) -> None:
     app = make_app(project, "[wisp]\nautoload = false\nplugins = ['metrics']\n")
     async with app:
@@ -314,6 +325,8 @@ async def test_wisp_metrics_prints_the_last_run(project, wisp_exe) -> None:
     assert "wisp.commands.fine.ok" in run_cli(wisp_exe, project.root).stdout
 
 
+@pytest.mark.needs_plugin("ratelimit")
+@pytest.mark.slow
 async def test_wisp_metrics_prints_a_running_bot(project, wisp_exe) -> None:
     app = make_app(project, "[metrics]\nsnapshot_seconds = 0.05\n")
     path = project.root / ".wisp" / "metrics" / f"{os.getpid()}.json"
@@ -338,6 +351,7 @@ def test_wisp_metrics_without_a_snapshot_says_what_to_do(project, wisp_exe) -> N
     assert out.returncode == 1 and "no snapshot of pid 1" in out.stderr
 
 
+@pytest.mark.slow
 def test_an_offline_run_leaves_its_metrics(project, wisp_exe) -> None:
     project.write(
         "wisp.toml",
@@ -371,6 +385,7 @@ def test_counter_handles_are_plain_objects() -> None:
 # -- sagas (through the sagas plugin's wisp_saga_transition hook) ------------------------
 
 
+@pytest.mark.needs_plugin("sagas", "storage")
 async def test_saga_runs_and_steps_are_counted(project) -> None:
     from wisp.plugins.sagas.api import RunStatus, Saga
 
@@ -428,6 +443,7 @@ JOBS = """
 import wisp
 
 
+
 @wisp.job("fine")
 async def fine(ctx, payload):
     return "done"
@@ -439,6 +455,8 @@ async def hopeless(ctx, payload):
 """
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
+@pytest.mark.slow
 async def test_a_workers_retries_and_dead_letters_are_counted(project, wisp_exe) -> None:
     db = project.root / "jobs.sqlite3"
     project.write(

@@ -13,6 +13,8 @@ import pytest
 import wisp
 from wisp.plugins.discord.offline import run_console
 
+pytestmark = pytest.mark.needs_plugin("discord")
+
 FIRED: list[int] = []
 
 
@@ -39,6 +41,7 @@ def make_app(wisp_project: Any, worker: bool) -> wisp.Wisp:
     return app
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_the_bot_runs_its_own_worker(wisp_project: Any, wisp_offline: Any) -> None:
     FIRED.clear()
     bot = await wisp_offline(make_app(wisp_project, worker=True))
@@ -50,6 +53,7 @@ async def test_the_bot_runs_its_own_worker(wisp_project: Any, wisp_offline: Any)
     assert exchange.line == "~wait 0"
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_no_worker_unless_asked(wisp_project: Any, wisp_offline: Any) -> None:
     FIRED.clear()
     bot = await wisp_offline(make_app(wisp_project, worker=False))
@@ -60,6 +64,7 @@ async def test_no_worker_unless_asked(wisp_project: Any, wisp_offline: Any) -> N
     assert FIRED == []
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_no_worker_outside_a_bot(wisp_project: Any) -> None:
     """``wisp call`` and friends start services without the Discord service."""
     app = make_app(wisp_project, worker=True)
@@ -67,6 +72,7 @@ async def test_no_worker_outside_a_bot(wisp_project: Any) -> None:
         assert app.services.get("jobs")._worker is None
 
 
+@pytest.mark.needs_plugin("jobs", "storage")
 async def test_the_console_waits_and_shows_what_came(wisp_project: Any, capsys: Any) -> None:
     FIRED.clear()
     script = wisp_project.write("script.txt", "/later text=ding\n~wait 0.5\n~wait x\n~sleep 1\n")

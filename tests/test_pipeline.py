@@ -267,7 +267,8 @@ async def test_policy_hook_decides_and_abstention_grants(project) -> None:
             return [echo]
 
     app = project.app()
-    app.register(Policy(), "policy")
+    # Not "policy": that name is the bundled plugin's (blocked in tests(without=policy)).
+    app.register(Policy(), "test-policy")
     app.configure()
     ctx = await app.make_context(wisp.InvocationType.CLI, "echo", target=app.commands["echo"])
     assert (await app.decide(ctx, "fun.roll")).allowed

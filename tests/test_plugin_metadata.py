@@ -65,6 +65,7 @@ def test_an_incompatible_plugin_is_not_registered_and_names_both_versions(projec
     assert (root / "future_plugin.py").exists()
 
 
+@pytest.mark.needs_plugin("basics")
 def test_a_distribution_requiring_another_framework_is_never_imported(project, site) -> None:
     root = site(
         "wisp-ancient",
@@ -224,6 +225,7 @@ def test_intents_are_the_union_of_enabled_plugins(project, site) -> None:
     assert blocked.pluginmanager.intents() == {"guild_messages": ["greeter"], "guilds": ["greeter"]}
 
 
+@pytest.mark.needs_plugin("discord")
 def test_the_discord_bot_asks_for_the_union(project, site) -> None:
     from wisp.plugins.discord import enable
 
@@ -243,6 +245,7 @@ def test_the_discord_bot_asks_for_the_union(project, site) -> None:
     assert not intents.voice_states
 
 
+@pytest.mark.needs_plugin("discord")
 def test_an_unknown_declared_intent_names_the_plugin(project, site) -> None:
     site(
         "wisp-watch",
@@ -263,6 +266,7 @@ def test_an_unknown_declared_intent_names_the_plugin(project, site) -> None:
 # -- wisp plugins --json -----------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("accesslog", "basics")
 def test_plugins_json_lists_every_status(project, site, capsys, monkeypatch) -> None:
     site("wisp-greeter", "1.0", {"greeter": "greeter_plugin"}, {"greeter_plugin": GREETER})
     site("wisp-future", "3.1", {"future": "future_plugin"}, {"future_plugin": NEEDS_V2})
@@ -384,6 +388,7 @@ def test_deprecation_as_error_makes_the_plugin_fail_to_load(project) -> None:
 # -- wisp data delete-user -----------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("basics", "policy", "storage")
 async def test_delete_user_removes_what_each_plugin_stores(
     project, database, capsys, monkeypatch
 ) -> None:

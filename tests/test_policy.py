@@ -11,6 +11,8 @@ import pytest
 import wisp
 from wisp.cli.main import main
 
+pytestmark = pytest.mark.needs_plugin("storage", "policy")
+
 GUILD, USER, MOD_ROLE = 100, 300, 11
 
 
@@ -117,6 +119,8 @@ async def test_a_wispconf_takes_part_ahead_of_the_rules(project, database) -> No
         assert (await app.call("roll", guild_id=GUILD, user_id=666)).ok  # bot/fun: rules only
 
 
+@pytest.mark.needs_plugin("audit")
+@pytest.mark.slow
 async def test_policy_cli_set_list_explain_remove_audit(
     project, database, monkeypatch, capsys
 ) -> None:
@@ -233,6 +237,7 @@ async def test_policy_cli_set_list_explain_remove_audit(
     ]
 
 
+@pytest.mark.needs_plugin("discord")
 async def test_slash_policy_commands_guarded_by_policy_manage(project, database, wisp_offline):
     setup_project(project, database)
     app = project.app(autoload=None, plugins=["discord"])
@@ -261,6 +266,7 @@ async def test_slash_policy_commands_guarded_by_policy_manage(project, database,
     assert (await bot.slash("policy list")).replies == ["No rules: defaults apply. (ephemeral)"]
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_change_reaches_other_processes_through_redis(project, database) -> None:
     redis_url = os.environ.get("WISP_TEST_REDIS_URL")
     if not redis_url:

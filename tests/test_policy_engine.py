@@ -15,6 +15,8 @@ from wisp.plugins.policy.engine import (
     resolve,
 )
 
+pytestmark = pytest.mark.needs_plugin("policy")
+
 G, C, U = 100, 200, 300  # guild, channel, user
 MOD, HELPER, MUTED = 11, 12, 13  # role ids
 ALLOW, DENY = Action.ALLOW, Action.DENY

@@ -16,6 +16,8 @@ from wisp.cli.main import main
 from wisp.plugins.ratelimit.limits import Limit, LimitError, parse_limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
 
+pytestmark = pytest.mark.needs_plugin("ratelimit")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
@@ -140,6 +142,7 @@ async def test_config_overrides_defaults_and_bad_limits_fail_start_up(project) -
         app_with(project, [wave], '[ratelimit.commands]\nwave = ["5/10q"]\n').configure()
 
 
+@pytest.mark.needs_plugin("policy", "storage")
 async def test_a_denied_call_takes_no_token(project, database) -> None:
     url, schema = database
     project.write(
@@ -221,6 +224,7 @@ def _need_redis() -> str:
     return REDIS_URL
 
 
+@pytest.mark.slow
 async def test_redis_gcra_exact_under_concurrency_and_retries() -> None:
     import redis.asyncio as aioredis
 
@@ -253,6 +257,7 @@ async def test_redis_gcra_exact_under_concurrency_and_retries() -> None:
         await client.aclose()
 
 
+@pytest.mark.slow
 def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path) -> None:
     url = _need_redis()
     prefix = f"test:{uuid.uuid4().hex}:"
@@ -292,6 +297,7 @@ def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path) -> None:
 # -- per-guild overrides --------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("discord", "policy", "storage")
 async def test_a_guild_overrides_a_commands_limits(project, wisp_offline) -> None:
     project.write(
         "bot/wave.py",
@@ -334,6 +340,7 @@ async def test_a_guild_overrides_a_commands_limits(project, wisp_offline) -> Non
     assert replies[:2] == ["wave", "wave"] and replies[2].startswith("Slow down")
 
 
+@pytest.mark.needs_plugin("storage")
 async def test_guild_overrides_from_the_cli_reach_a_running_bot(
     project, monkeypatch, capsys
 ) -> None:

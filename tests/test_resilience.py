@@ -13,6 +13,8 @@ from wisp.cli.main import main
 from wisp.plugins.resilience.api import CircuitOpen, EventKind, TimedOut
 from wisp.plugins.resilience.breaker import BreakerConfig, BreakerState
 
+pytestmark = pytest.mark.needs_plugin("resilience")
+
 PATTERNS = ["resilience", "breaker", "timeout"]
 
 # The timeout inside the breaker: a call that times out counts as a failure.
@@ -30,6 +32,7 @@ seconds = 0.2
 FLAKY = """
 import asyncio
 import wisp
+
 
 CALLS = []
 
@@ -49,6 +52,7 @@ def write(project, toml: str = POLICY, plugins=PATTERNS) -> None:
     project.write("bot/flaky.py", FLAKY)
 
 
+@pytest.mark.needs_plugin("breaker", "timeout")
 async def test_a_command_runs_through_its_policy(project) -> None:
     write(project)
     app = project.app(plugins=PATTERNS)
@@ -71,6 +75,7 @@ async def test_a_command_runs_through_its_policy(project) -> None:
         assert status["flaky-api"][0]["failures"] == 2
 
 
+@pytest.mark.needs_plugin("breaker", "timeout")
 async def test_code_uses_a_policy_from_the_service_and_plugins_declare_policies(project) -> None:
     project.write("wisp.toml", "")
 
@@ -132,6 +137,7 @@ async def test_code_uses_a_policy_from_the_service_and_plugins_declare_policies(
         ),
     ],
 )
+@pytest.mark.needs_plugin("breaker", "timeout")
 def test_bad_policies_fail_start_up_naming_policy_and_field(project, toml, message) -> None:
     project.write("wisp.toml", toml)
     with pytest.raises(wisp.ConfigError) as info:
@@ -139,6 +145,7 @@ def test_bad_policies_fail_start_up_naming_policy_and_field(project, toml, messa
     assert message in str(info.value)
 
 
+@pytest.mark.needs_plugin("timeout")
 def test_a_blocked_pattern_plugin_is_named(project) -> None:
     project.write(
         "wisp.toml",
@@ -157,6 +164,7 @@ def test_a_blocked_pattern_plugin_is_named(project) -> None:
     assert "breaker" not in [p.name for p in app.pluginmanager.plugins()]
 
 
+@pytest.mark.needs_plugin("breaker", "timeout")
 def test_unknown_policy_in_command_metadata_fails_start_up(project) -> None:
     write(project, toml="")
     with pytest.raises(
@@ -165,6 +173,7 @@ def test_unknown_policy_in_command_metadata_fails_start_up(project) -> None:
         project.app(plugins=PATTERNS).configure()
 
 
+@pytest.mark.needs_plugin("breaker", "timeout")
 async def test_events_reach_the_hook_off_the_call_path(project) -> None:
     write(project)
     seen = []
@@ -188,6 +197,7 @@ async def test_events_reach_the_hook_off_the_call_path(project) -> None:
     assert changes[0].policy == "flaky-api"
 
 
+@pytest.mark.needs_plugin("breaker", "timeout")
 def test_resilience_status_cli(project, monkeypatch, capsys) -> None:
     write(project)
     monkeypatch.chdir(project.root)
@@ -351,6 +361,7 @@ async def test_policy_emitter_hears_its_patterns_and_patterns_decorate() -> None
         first(lambda: None)
 
 
+@pytest.mark.needs_plugin("adaptive", "backpressure", "breaker", "timeout")
 async def test_fields_checked_against_each_other_work_from_wisp_toml(project) -> None:
     plugins = [*PATTERNS, "backpressure", "adaptive"]
     project.write(

@@ -22,6 +22,8 @@ from wisp.plugins.resilience.api import (
 )
 from wisp.plugins.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
+pytestmark = pytest.mark.needs_plugin("resilience")
+
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
@@ -370,6 +372,7 @@ def _need_redis() -> str:
     return REDIS_URL
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_open_breaker(tmp_path) -> None:
     url = _need_redis()
     name = f"shared-{uuid.uuid4().hex[:8]}"

@@ -29,6 +29,8 @@ from wisp.plugins.resilience.backpressure import Backpressure, BackpressureConfi
 from wisp.plugins.resilience.bulkhead import Bulkhead, BulkheadConfig, SlotGate
 from wisp.plugins.resilience.loadshed import LoadShedConfig, LoadShedder
 
+pytestmark = pytest.mark.needs_plugin("resilience")
+
 # -- helpers ------------------------------------------------------------------------
 
 

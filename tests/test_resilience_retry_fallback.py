@@ -23,6 +23,8 @@ from wisp.plugins.resilience.api import (
 from wisp.plugins.resilience.fallback import Fallback, FallbackConfig
 from wisp.plugins.resilience.retry import Retry, RetryConfig
 
+pytestmark = pytest.mark.needs_plugin("resilience")
+
 
 class FakeTime:
     """A clock that only moves when the retry sleeps (or a call says it took time)."""

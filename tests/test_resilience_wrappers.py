@@ -9,6 +9,8 @@ import pytest
 
 import wisp
 
+pytestmark = pytest.mark.needs_plugin("resilience")
+
 SEEN: list[str] = []
 
 TOML = """
@@ -62,6 +64,7 @@ async def flaky(calls: list[int]) -> str:
     return "data"
 
 
+@pytest.mark.needs_plugin("retry")
 async def test_wrappers_surround_every_kind_of_call_once(project) -> None:
     project.write("wisp.toml", TOML)
     app = project.app(autoload=None)
@@ -82,6 +85,7 @@ async def test_wrappers_surround_every_kind_of_call_once(project) -> None:
         assert SEEN == ["outer>api", "inner>api", "handler", "inner<", "outer<"]
 
 
+@pytest.mark.needs_plugin("retry")
 async def test_no_wrappers_bind_the_same_chain(project) -> None:
     project.write("wisp.toml", TOML)
     app = project.app(autoload=None)
@@ -98,6 +102,7 @@ async def test_no_wrappers_bind_the_same_chain(project) -> None:
         assert policy.bind(inner).__qualname__ == retry.bind(inner).__qualname__
 
 
+@pytest.mark.needs_plugin("retry")
 async def test_a_bad_wrapper_is_named(project) -> None:
     project.write("wisp.toml", TOML)
 

@@ -24,12 +24,15 @@ from wisp.plugins.sagas.api import (
 
 REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
-pytestmark = pytest.mark.parametrize(
-    ("store", "database"),
-    [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
-    indirect=True,
-    ids=["sqlite", "postgresql", "redis"],
-)
+pytestmark = [
+    pytest.mark.needs_plugin("sagas", "storage"),
+    pytest.mark.parametrize(
+        ("store", "database"),
+        [("sqlite", "sqlite"), ("postgresql", "postgresql"), ("redis", "sqlite")],
+        indirect=True,
+        ids=["sqlite", "postgresql", "redis"],
+    ),
+]
 
 FAST = (
     "lease_seconds = 1.0\nheartbeat_seconds = 0.25\nbackoff_seconds = 0.01\n"
@@ -158,6 +161,7 @@ def make_app(project: Any, *sagas: Any, **kwargs: Any) -> wisp.Wisp:
 # -- forward ---------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_run_completes_passing_input_and_outputs_in_a_saga_context(
     project, store, log_lines
 ) -> None:
@@ -187,6 +191,7 @@ async def test_a_run_completes_passing_input_and_outputs_in_a_saga_context(
     ]
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_the_same_key_returns_the_same_run(project, store) -> None:
     rec = Recorder()
     app = make_app(project, make_saga(rec))
@@ -204,6 +209,7 @@ async def test_the_same_key_returns_the_same_run(project, store) -> None:
     assert rec.done("do").count("reserve") == 2
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_start_refuses_bad_input_naming_it(project, store) -> None:
     app = make_app(project, make_saga(Recorder()))
     async with app:
@@ -215,6 +221,7 @@ async def test_start_refuses_bad_input_naming_it(project, store) -> None:
         assert await sagas.list() == []
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_failing_step_retries_with_its_attempts_journaled(project, store) -> None:
     rec = Recorder()
     rec.plan[("do", "charge")] = ["fail", "fail"]
@@ -228,6 +235,7 @@ async def test_a_failing_step_retries_with_its_attempts_journaled(project, store
     assert [a for k, n, a, _ in rec.calls if n == "charge"] == [1, 2, 3]
 
 
+@pytest.mark.needs_plugin("redis", "resilience", "retry")
 async def test_a_step_runs_through_its_resilience_policy(project, store) -> None:
     policy = '[[resilience.policies.twice]]\npattern = "retry"\nattempts = 2\nbackoff = 0\n'
     store(plugins=("resilience", "retry"), extra=FAST + policy)
@@ -243,6 +251,7 @@ async def test_a_step_runs_through_its_resilience_policy(project, store) -> None
     assert [a for _, n, a, _ in rec.calls if n == "charge"] == [1, 1]
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_step_past_its_timeout_fails(project, store) -> None:
     rec = Recorder()
     rec.plan[("do", "ship")] = ["hang"]
@@ -257,6 +266,7 @@ async def test_a_step_past_its_timeout_fails(project, store) -> None:
 # -- compensation ------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_step_that_gives_up_compensates_the_completed_ones_in_reverse(
     project, store
 ) -> None:
@@ -284,6 +294,7 @@ async def test_a_step_that_gives_up_compensates_the_completed_ones_in_reverse(
     assert undo_charge[3] == f"{run.id}:1:charge:undo"
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_compensate_on_failure_also_undoes_the_step_that_gave_up(project, store) -> None:
     rec = Recorder()
     rec.plan[("do", "ship")] = ["fail"]
@@ -295,6 +306,7 @@ async def test_compensate_on_failure_also_undoes_the_step_that_gave_up(project, 
     assert rec.done("undo") == ["ship", "charge", "reserve"]
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_failing_compensation_is_retried_and_does_not_stop_the_others(
     project, store
 ) -> None:
@@ -324,6 +336,7 @@ async def test_a_failing_compensation_is_retried_and_does_not_stop_the_others(
 # -- leases, recovery, versions -------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_stale_owner_cannot_write_after_another_reclaimed(project, store) -> None:
     store(extra=NO_SCAN)  # this test plays both owners itself
     rec = Recorder()
@@ -374,6 +387,7 @@ async def _interrupted_run(app: wisp.Wisp, rec: Recorder, lease: float = 0.3) ->
     return run.id
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_recovery_replays_completed_steps_and_reruns_the_interrupted_one(
     project, store, log_lines
 ) -> None:
@@ -390,6 +404,7 @@ async def test_recovery_replays_completed_steps_and_reruns_the_interrupted_one(
     assert any("step charge was interrupted" in r["message"] for r in log_lines)
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_interruptions_are_bounded_so_a_crashing_step_cannot_loop_forever(
     project, store, log_lines, monkeypatch
 ) -> None:
@@ -411,6 +426,7 @@ async def test_interruptions_are_bounded_so_a_crashing_step_cannot_loop_forever(
     )
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_interruptions_of_a_compensation_are_bounded(project, store, monkeypatch) -> None:
     monkeypatch.setenv("WISP_SAGAS__MAX_INTERRUPTIONS", "1")
     rec = Recorder()
@@ -438,6 +454,7 @@ async def test_interruptions_of_a_compensation_are_bounded(project, store, monke
     assert run.steps[0].comp is CompStatus.FAILED and run.steps[0].comp_interruptions == 1
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_recovery_refuses_a_run_whose_definition_changed(project, store, log_lines) -> None:
     rec = Recorder()
     app = make_app(project, make_saga(rec))
@@ -458,6 +475,7 @@ async def test_recovery_refuses_a_run_whose_definition_changed(project, store, l
     )
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_compensation_on_request_undoes_completed_steps(project, store) -> None:
     store(extra=NO_SCAN)
     rec = Recorder()
@@ -471,6 +489,7 @@ async def test_compensation_on_request_undoes_completed_steps(project, store) ->
     assert rec.done("undo") == ["reserve"] and rec.done("do") == []
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_a_live_owner_compensates_at_its_next_step_boundary_when_asked(
     project, store
 ) -> None:
@@ -495,6 +514,7 @@ async def test_a_live_owner_compensates_at_its_next_step_boundary_when_asked(
 # -- declaring -------------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_declarations_are_checked_naming_the_culprit(project, store) -> None:
     saga = Saga("bad")
     with pytest.raises(ValueError, match="no step 'x' to compensate"):
@@ -514,6 +534,7 @@ async def test_declarations_are_checked_naming_the_culprit(project, store) -> No
 # -- jobs, CLI, health -------------------------------------------------------------------
 
 
+@pytest.mark.needs_plugin("jobs", "redis")
 async def test_runs_go_to_job_workers_when_jobs_is_loaded(project, store, log_lines) -> None:
     store(plugins=("jobs",))
     rec = Recorder()
@@ -548,6 +569,7 @@ async def test_runs_go_to_job_workers_when_jobs_is_loaded(project, store, log_li
     assert schedules["sagas.cleanup"].job_type == "sagas.cleanup"
 
 
+@pytest.mark.needs_plugin("redis")
 async def test_cleanup_removes_only_finished_runs_past_the_retention(project, store) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -567,6 +589,8 @@ async def test_cleanup_removes_only_finished_runs_past_the_retention(project, st
         assert await sagas.start("order", {}, key="k1") != done_id
 
 
+@pytest.mark.needs_plugin("redis")
+@pytest.mark.slow
 async def test_cli_list_show_resume_compensate_retry(project, store, wisp_exe) -> None:
     import subprocess
 
@@ -651,6 +675,7 @@ def wisp_sagas(app):
 """
 
 
+@pytest.mark.needs_plugin("policy", "redis")
 async def test_sagas_show_is_for_holders_of_sagas_view(project, store) -> None:
     store(plugins=("policy",))
     rec = Recorder()
@@ -820,6 +845,8 @@ def _recover(project: Any, wisp_exe: str, env: dict[str, str]) -> Any:
     )
 
 
+@pytest.mark.needs_plugin("jobs", "redis")
+@pytest.mark.slow
 async def test_sigkill_at_every_boundary_mid_step_and_mid_compensation(
     project, store, wisp_exe, tmp_path
 ) -> None:
@@ -888,6 +915,8 @@ async def test_sigkill_at_every_boundary_mid_step_and_mid_compensation(
     print(f"{len(killed)} kills, {reruns} re-runs of interrupted steps and compensations")
 
 
+@pytest.mark.needs_plugin("jobs", "redis")
+@pytest.mark.slow
 async def test_a_paused_owner_cannot_write_after_another_process_reclaimed(
     project, store, wisp_exe, tmp_path
 ) -> None:
@@ -942,6 +971,8 @@ async def test_a_paused_owner_cannot_write_after_another_process_reclaimed(
     assert run.steps[2].attempts == 2  # the paused attempt, and the reclaimer's
 
 
+@pytest.mark.needs_plugin("jobs", "redis")
+@pytest.mark.slow
 async def test_a_worker_killed_mid_saga_is_recovered_by_another_worker(
     project, store, tmp_path
 ) -> None:

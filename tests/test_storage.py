@@ -14,6 +14,8 @@ import wisp
 from wisp.cli.main import main
 from wisp.plugins import storage
 
+pytestmark = pytest.mark.needs_plugin("storage")
+
 PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
 
 
@@ -133,6 +135,7 @@ def make_notes_plugin(site, uid: str) -> tuple[str, Path]:
     return module, root / f"{module}_migrations"
 
 
+@pytest.mark.slow
 async def test_a_plugin_adds_a_table_in_its_own_branch(project, database, site, capsys) -> None:
     module, folder = make_notes_plugin(site, uuid.uuid4().hex[:8])
     url, schema = database
@@ -284,6 +287,7 @@ async def test_check_fails_when_models_and_migrations_disagree(project, database
     (folder / "0001_partial.py").write_text(f'''
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001{module[-8:]}"
 down_revision = None
@@ -480,6 +484,7 @@ async def test_a_corrupt_import_changes_nothing_and_names_every_problem(
     assert (tmp_path / "still.json").read_text() == before
 
 
+@pytest.mark.needs_plugin("basics")
 def test_blocking_storage_leaves_the_rest_working(project, site) -> None:
     make_notes_plugin(site, "blocked1")
     app = project.app(autoload=True, block=["storage"]).configure()

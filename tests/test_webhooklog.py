@@ -17,10 +17,13 @@ from wisp.plugins.discord.offline import OfflineDriver, offline_guild
 from wisp.plugins.logconfig import stdlib
 from wisp.plugins.webhooklog.service import EMBED_TOTAL, Entry, RateWindow, pack
 
+pytestmark = pytest.mark.needs_plugin("webhooklog")
+
 BOT = """
 import asyncio
 from loguru import logger
 import wisp
+
 
 @wisp.command(description="Log errors, then answer.")
 async def errors(ctx, n: int = 1):
@@ -79,6 +82,7 @@ async def until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_errors_delivered_batched_with_their_fields(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline)
     exchange = await driver.slash("errors", {"n": 3})
@@ -105,6 +109,7 @@ async def test_errors_delivered_batched_with_their_fields(project, wisp_offline)
     assert len(message["embeds"]) == 3
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_lower_levels_stay_out_unless_configured(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline, 'also = ["SUCCESS"]\n')
     assert (await driver.slash("calm")).replies == ["calm"]
@@ -114,6 +119,7 @@ async def test_lower_levels_stay_out_unless_configured(project, wisp_offline):
     assert "all is well" not in str(call.json)
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_unexpected_error_with_traceback_and_no_secrets(project, wisp_offline, monkeypatch):
     monkeypatch.setenv("DISCORD_TOKEN", "MTAxMjM0NTY3ODkwMTIzNDU2Nzg5.GxYzAb.c2VjcmV0LXBhcnQtb2Y")
     driver, hook, service = await start(project, wisp_offline)
@@ -124,6 +130,7 @@ async def test_unexpected_error_with_traceback_and_no_secrets(project, wisp_offl
     assert hook.token not in text
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_full_queue_drops_and_counts_and_never_blocks(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline, "max_queue = 4\n")
     # Discord is slow today: every execution waits until we let it through.
@@ -151,6 +158,7 @@ async def test_full_queue_drops_and_counts_and_never_blocks(project, wisp_offlin
     assert "sent 6 record(s) in 2 message(s), dropped 6" in health.detail
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_gone_webhook_turns_the_sink_off(project, wisp_offline, log_lines):
     driver, hook, service = await start(project, wisp_offline)
     del driver.fake.webhooks[hook.id]  # deleted in Discord; the route answers 404 now
@@ -164,6 +172,7 @@ async def test_gone_webhook_turns_the_sink_off(project, wisp_offline, log_lines)
     assert service.stats.dropped == 2
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_queued_records_delivered_on_stop(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline, batch=30)
     await driver.slash("errors", {"n": 2})
@@ -238,6 +247,7 @@ def test_pack_stays_within_embed_limits():
     assert len(pack(small)) == 10
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_stdlib_error_records_are_delivered(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline)
     # As `wisp run` does (an app built in a test leaves stdlib logging alone).
@@ -249,6 +259,7 @@ async def test_stdlib_error_records_are_delivered(project, wisp_offline):
     assert call.json["embeds"][0]["description"] == "library failed: disk full"
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_sink_logging_itself_does_not_loop(project, wisp_offline, log_lines):
     driver, hook, service = await start(project, wisp_offline)
     logger.bind(webhooklog_skip=True).error("about the sink itself")
@@ -282,6 +293,7 @@ async def test_fake_webhook_checks_token_and_content():
     assert [m["content"] for m in fake.webhook_messages(hook)] == ["hello"]
 
 
+@pytest.mark.needs_plugin("discord", "logging")
 async def test_records_from_other_threads(project, wisp_offline):
     driver, hook, service = await start(project, wisp_offline)
     exchange = await driver.slash("threaded")

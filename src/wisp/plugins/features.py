@@ -1,12 +1,13 @@
 """Feature flags: switch any plugin's commands and event handlers off per guild.
 
-Bundled plugin ``features`` (needs ``storage``; block it with
+Bundled plugin ``features`` (its switches live in ``storage``; block it with
 ``-p no:features``).  A plugin's switch lives in ``plugin_states`` and
 defaults to the plugin module's ``wisp_default_enabled`` (true if unset).  A
 switched-off plugin's commands answer with a clear message; the Discord
 router already skips its event handlers.  ``/plugins enable|disable|list``
 (guarded by ``plugins.manage``) and ``wisp plugins enable|disable NAME
---guild ID``.
+--guild ID``.  With storage blocked the plugin stays loaded and logs why the
+switches are off: every plugin is on, and switching answers with the reason.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import argparse
 import sys
 from typing import Any
 
+from loguru import logger
+
 import wisp
 from wisp.plugins.audit import api as audit_api
 from wisp.targets import Target
-
-wisp_requires = ["storage"]
 
 #: Plugins whose commands stay on: switching these off would lock a guild out.
 ALWAYS_ON = frozenset({"features", "policy"})
@@ -29,11 +30,28 @@ WISP_PLUGIN = wisp.PluginMetadata(
     name="features",
     description="Per-guild plugin switches: /plugins, wisp plugins enable|disable.",
     api=">=1.0,<2",
-    requires=("storage",),
     commands=("plugins enable", "plugins disable", "plugins list"),
     capabilities=("plugins.manage",),
     data="Per-guild plugin switches (in storage's plugin_states); nothing about users.",
 )
+
+
+#: Why switching is off: storage (which holds the switches) is not loaded.
+NO_STORAGE = "per-guild plugin switches need the storage plugin, which is not loaded"
+
+
+def _states(app: wisp.Wisp) -> Any:
+    """The ``plugin_state`` service; a clear error when storage is blocked."""
+    if "plugin_state" not in app.services:
+        raise wisp.UserError(f"Plugins cannot be switched: {NO_STORAGE}.")
+    return app.services.get("plugin_state")
+
+
+@wisp.hookimpl
+def wisp_configure(app: wisp.Wisp) -> None:
+    if not app.pluginmanager.has_plugin("storage"):
+        # Blocking storage must leave the rest of the bot working: every plugin on.
+        logger.warning("features: {}; every plugin stays on", NO_STORAGE)
 
 
 def _switchable(app: wisp.Wisp) -> list[str]:
@@ -58,6 +76,8 @@ def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
     plugin = target.plugin
     if target.kind != "command" or plugin is None or plugin in ALWAYS_ON:
         return None
+    if not app.pluginmanager.has_plugin("storage"):
+        return None  # no switches: every plugin is on (logged at configure)
 
     async def feature_flag(ctx: wisp.WispContext, call_next: wisp.CallNext) -> Any:
         if ctx.guild_id is not None and not await ctx.service("plugin_state").is_enabled(
@@ -73,7 +93,7 @@ def wisp_middleware(app: wisp.Wisp, target: Target) -> wisp.Middleware | None:
 
 async def _set(app: wisp.Wisp, plugin: str, guild_id: int, enabled: bool) -> None:
     """Switch, and record the change in the audit log (if the audit plugin runs)."""
-    states = app.services.get("plugin_state")
+    states = _states(app)
     before = await states.is_enabled(plugin, guild_id)
     await states.set_enabled(plugin, guild_id, enabled)
     await audit_api.record(
@@ -122,7 +142,7 @@ async def plugins_disable(ctx: wisp.WispContext, plugin: str) -> wisp.Response:
 async def plugins_list(ctx: wisp.WispContext) -> wisp.Response:
     if ctx.guild_id is None:
         raise wisp.UserError("Plugins are switched per server.")
-    states = ctx.service("plugin_state")
+    states = _states(ctx.app)
     lines = []
     for name in _switchable(ctx.app):
         on = await states.is_enabled(name, ctx.guild_id)

@@ -81,11 +81,14 @@ def wisp_cli_commands() -> Sequence[wisp.CliCommand]:
     return COMMANDS
 
 
-def enable(app: wisp.Wisp, *, offline: bool) -> DiscordService:
-    """Make ``app.start()`` connect a bot (used by ``wisp run`` and the test fixtures)."""
+def enable(app: wisp.Wisp, *, offline: bool, gateway: bool = True) -> DiscordService:
+    """Make ``app.start()`` connect a bot (used by ``wisp run`` and the test fixtures);
+    ``gateway=False`` only logs in for REST (``wisp serve-interactions``)."""
     from wisp.plugins.discord.bot import DiscordService
 
-    service = DiscordService(app, app.config.section(DiscordConfig), offline=offline)
+    service = DiscordService(
+        app, app.config.section(DiscordConfig), offline=offline, gateway=gateway
+    )
     app.stash[service_key] = service
     return service
 

@@ -55,11 +55,15 @@ class DiscordService(wisp.BaseService):
     #: Connect only once storage is ready, when it runs (events use plugin_state).
     after = ("migrations", "guild_data", "plugin_state")
 
-    def __init__(self, app: wisp.Wisp, config: DiscordConfig, *, offline: bool = False) -> None:
+    def __init__(
+        self, app: wisp.Wisp, config: DiscordConfig, *, offline: bool = False, gateway: bool = True
+    ) -> None:
         super().__init__()
         self.app = app
         self.config = config
         self.offline = offline
+        #: False: log in for REST only (``wisp serve-interactions``); no gateway, no sync.
+        self.gateway = gateway
         self.router = EventRouter(app, config)
         self.bot: commands.Bot | commands.AutoShardedBot | None = None
         self.roots: frozenset[str] = frozenset()
@@ -129,6 +133,13 @@ class DiscordService(wisp.BaseService):
             raise wisp.ExternalServiceError(
                 detail="Discord refused the token ([discord] token or DISCORD_TOKEN)"
             ) from None
+        if not self.gateway:
+            # Interactions arrive over HTTP; REST (answers, follow-ups) is all we need.
+            assert bot.user is not None
+            self.router.bot_user_id = bot.user.id
+            logger.info("logged in to Discord as {} (REST only, no gateway)", bot.user)
+            await super().start()
+            return
         ready = asyncio.Event()
         bot.add_listener(_set_on_ready(ready), "on_ready")
         self._task = asyncio.create_task(bot.connect(reconnect=not self.offline))
@@ -158,6 +169,8 @@ class DiscordService(wisp.BaseService):
 
     async def health(self) -> wisp.Health:
         bot = self.bot
+        if not self.gateway and bot is not None and not bot.is_closed() and bot.user:
+            return wisp.Health(True, f"logged in as {bot.user} (REST only)")
         if bot is None or bot.is_closed() or not bot.is_ready():
             return wisp.Health(False, "not connected")
         return wisp.Health(

@@ -1627,6 +1627,7 @@ class FakeDiscord:
         focused: str | None = None,
         target_id: int | None = None,
         locale: str = "en-US",
+        gateway: bool = True,
     ) -> FakeInteraction:
         """A user runs the application command ``name`` (type 2; type 4: autocomplete).
 
@@ -1669,7 +1670,7 @@ class FakeDiscord:
             data["resolved"] = resolved
         return await self.interaction_raw(
             type, data, guild_id=None if guild is None else guild.id, channel_id=channel_id,
-            user=who, dm=dm, locale=locale,
+            user=who, dm=dm, locale=locale, gateway=gateway,
         )  # fmt: skip
 
     async def autocomplete(
@@ -1690,6 +1691,7 @@ class FakeDiscord:
         component_type: int = 2,
         values: Sequence[str] | None = None,
         user: FakeUser | FakeMember | int | None = None,
+        gateway: bool = True,
     ) -> FakeInteraction:
         """A user clicks a button (or picks in a select) on a stored message."""
         message = self._message(message_id)
@@ -1699,7 +1701,7 @@ class FakeDiscord:
         guild_id = int(message["guild_id"]) if "guild_id" in message else None
         interaction = await self.interaction_raw(
             3, data, guild_id=guild_id, channel_id=int(message["channel_id"]), user=user,
-            dm=guild_id is None, message=message,
+            dm=guild_id is None, message=message, gateway=gateway,
         )  # fmt: skip
         return interaction
 
@@ -1714,9 +1716,11 @@ class FakeDiscord:
         dm: bool = False,
         locale: str = "en-US",
         message: JSON | None = None,
+        gateway: bool = True,
     ) -> FakeInteraction:
         """Send an INTERACTION_CREATE of any ``type`` with this ``data`` (e.g. a modal
-        submit, type 5) and return its record."""
+        submit, type 5) and return its record.  ``gateway=False`` only records it:
+        deliver it to an HTTP Interactions Endpoint with :meth:`post_interaction`."""
         guild = None if dm else self.get_guild(guild_id)
         who = self._resolve_user(user, guild)
         interaction_id = new_snowflake()
@@ -1781,8 +1785,61 @@ class FakeDiscord:
         )
         self.interactions[interaction_id] = interaction
         self._interaction_tokens[token] = interaction
-        await self.dispatch("INTERACTION_CREATE", payload)
+        if gateway:
+            await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
+
+    async def post_interaction(
+        self,
+        url: str,
+        interaction: FakeInteraction | JSON,
+        sign: Callable[[bytes], str] | None,
+        *,
+        timestamp: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """POST an interaction to an HTTP Interactions Endpoint, as Discord does.
+
+        ``sign(timestamp + body)`` returns the hex Ed25519 signature (the test holds
+        the key; None: no signature headers).  A 200 answer carrying a callback is
+        applied as the REST callback would be (and recorded as a ``POST
+        /interactions/{id}/{token}/callback`` call), so follow-ups and edits work.
+        Returns the status and the decoded answer.
+        """
+        payload = interaction.payload if isinstance(interaction, FakeInteraction) else interaction
+        body = _dumps(payload).encode()
+        sent = str(int(time.time()) if timestamp is None else timestamp)
+        request_headers = {"Content-Type": "application/json"}
+        if sign is not None:
+            request_headers["X-Signature-Timestamp"] = sent
+            request_headers["X-Signature-Ed25519"] = sign(sent.encode() + body)
+        request_headers.update(headers or {})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=body, headers=request_headers) as response,
+        ):
+            status = response.status
+            text = await response.text()
+        try:
+            answer: Any = json.loads(text) if text else None
+        except ValueError:
+            answer = text
+        found = None
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            found = self.interactions.get(int(payload.get("id", 0)))
+        if status == 200 and isinstance(answer, dict) and "type" in answer and found is not None:
+            path = f"/interactions/{found.id}/{found.token}/callback"
+            reply = await self._h_callback(
+                _ApiRequest("POST", path, {}, answer, (), None),
+                {"interaction": str(found.id), "token": found.token},
+            )
+            self._record(
+                RecordedCall(
+                    method="POST", path=path, query={}, json=answer, files=(),
+                    status=reply.status, response=reply.body,
+                )
+            )  # fmt: skip
+        return status, answer
 
     # ------------------------------------------------------------------ gateway: server
 

@@ -1,6 +1,9 @@
 """Policy: capabilities, scoped rules with priority, explain, audit.
 
-Bundled plugin ``policy`` (needs ``storage``); block it with ``-p no:policy``.
+Bundled plugin ``policy`` (rules live in ``storage``); block it with ``-p no:policy``.
+With storage blocked it stays loaded and says so: capabilities are still checked,
+decided by each capability's default and the bootstrap grant, and changing a
+rule is a clear error.
 Commands name the capability they need in their metadata
 (``@wisp.command(capability="moderation.ban")``); the policy middleware
 checks it before rate limits and the handler.  Rules live in ``policy_rules``;
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from loguru import logger
 
 import wisp
 from wisp.plugins.policy.engine import Action, Actor, Capability
@@ -26,13 +30,10 @@ if TYPE_CHECKING:
     from wisp.plugins.policy.service import PolicyService
     from wisp.plugins.storage.api import ExportSection, ModelSet
 
-wisp_requires = ["storage"]
-
 WISP_PLUGIN = wisp.PluginMetadata(
     name="policy",
     description="Capabilities and scoped rules with priority: wisp policy, /policy.",
     api=">=1.0,<2",
-    requires=("storage",),
     commands=("policy",),
     capabilities=("policy.manage",),
     data="Policy rules, which may name a user (a user-scoped rule) and who created them; "
@@ -66,7 +67,7 @@ def wisp_capabilities() -> list[Capability]:
     ]
 
 
-@wisp.hookimpl
+@wisp.hookimpl(optionalhook=True)  # the storage plugin may be blocked
 def wisp_storage_models() -> ModelSet:
     from wisp.plugins.policy.models import PolicyAudit, PolicyRule
     from wisp.plugins.storage.api import ModelSet
@@ -89,7 +90,14 @@ def wisp_configure(app: wisp.Wisp) -> None:
                 )
             declared[cap.name] = cap
     config: PolicyConfig = app.config.section(PolicyConfig)
-    app.stash[service_key] = PolicyService(app, declared, bootstrap=config.bootstrap)
+    stored = app.pluginmanager.has_plugin("storage")
+    if not stored:
+        # Blocking storage must not drop permission checks: defaults still decide.
+        logger.warning(
+            "policy: rules are off (they live in the storage plugin, which is not "
+            "loaded); each capability's default and the bootstrap grant decide"
+        )
+    app.stash[service_key] = PolicyService(app, declared, bootstrap=config.bootstrap, stored=stored)
 
 
 @wisp.hookimpl
@@ -126,7 +134,7 @@ def wisp_commands() -> list[wisp.Command]:
     return COMMANDS
 
 
-@wisp.hookimpl
+@wisp.hookimpl(optionalhook=True)  # the storage plugin may be blocked
 def wisp_export_sections() -> list[ExportSection]:
     from wisp.plugins.policy.models import PolicyRule
     from wisp.plugins.storage.transfer import table_section

@@ -90,9 +90,17 @@ class PolicyService(wisp.BaseService):
     after = ("redis", "audit")
 
     def __init__(
-        self, app: wisp.Wisp, declared: Mapping[str, Capability], *, bootstrap: bool
+        self,
+        app: wisp.Wisp,
+        declared: Mapping[str, Capability],
+        *,
+        bootstrap: bool,
+        stored: bool = True,
     ) -> None:
         super().__init__()
+        if not stored:
+            self.requires = ()  # no rules table: no database to wait for
+        self.stored = stored
         self.app = app
         self.declared = dict(declared)
         self.bootstrap = bootstrap
@@ -102,7 +110,7 @@ class PolicyService(wisp.BaseService):
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.db = self.app.services.get("db")
+        self.db = self.app.services.get("db") if self.stored else None
         if "redis" in self.app.services:
             self._redis = self.app.services.get("redis").client
             pubsub = self._redis.pubsub()
@@ -154,6 +162,9 @@ class PolicyService(wisp.BaseService):
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
+        if self.db is None:  # storage blocked: no rules, defaults decide
+            self._cache[guild_id] = RuleIndex(())
+            return self._cache[guild_id]
         query = (
             select(PolicyRule)
             .where((PolicyRule.guild_id.is_(None)) | (PolicyRule.guild_id == guild_id))
@@ -180,6 +191,7 @@ class PolicyService(wisp.BaseService):
 
     async def add(self, rule: Rule, *, by: int | None = None) -> Rule:
         """Store a rule (its ``id`` is assigned) and audit it."""
+        self._need_storage()
         row = PolicyRule(
             guild_id=rule.guild_id,
             capability=rule.capability,
@@ -205,7 +217,15 @@ class PolicyService(wisp.BaseService):
         await self._changed(rule.guild_id)
         return stored
 
+    def _need_storage(self) -> None:
+        if self.db is None:
+            raise wisp.UserError(
+                "Policy rules are stored by the storage plugin, which is not loaded: "
+                "each capability's default and the bootstrap grant decide."
+            )
+
     async def remove(self, rule_id: int, *, by: int | None = None) -> Rule:
+        self._need_storage()
         async with self.db.transaction() as s:
             row = await s.get(PolicyRule, rule_id)
             if row is None:

@@ -10,6 +10,7 @@ brings every branch up to date in one go.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -91,7 +92,9 @@ class Migrator:
     # -- Alembic plumbing -----------------------------------------------------
 
     def _config(self, connection: Connection | None, only: Branch | None = None) -> Config:
-        cfg = Config()
+        # Alembic's default stdout is the one at its import: a later replaced (and
+        # closed) sys.stdout, as under pytest's capsys, would make it fail.
+        cfg = Config(stdout=sys.stdout)
         cfg.set_main_option("script_location", str(HERE / "alembic"))
         cfg.set_main_option("path_separator", "os")
         locations = [str(b.directory) for b in self.branches if b.directory.is_dir()]
