@@ -546,3 +546,46 @@ def test_options_have_one_type():
 
     with pytest.raises(TypeError, match=r"parameter 'x' is int \| str; an option has one type"):
         wisp.command()(handler)
+
+
+class _ShardTwo:
+    """A plugin that shapes the bot through the discord plugin's client hooks."""
+
+    def __init__(self) -> None:
+        self.built: list[Any] = []
+
+    @wisp.hookimpl
+    def wisp_discord_client_options(self, app):
+        return {"shard_count": 4, "shard_ids": [2]}
+
+    @wisp.hookimpl
+    def wisp_discord_client_created(self, app, client):
+        self.built.append(client)
+
+
+async def test_plugins_shape_the_discord_client_through_hooks(wisp_project, wisp_offline):
+    guilds = [FakeGuild(id=guild_id_for_shard(s, 4), name=f"shard {s}") for s in range(4)]
+    app = make_app(wisp_project)
+    shaper = _ShardTwo()
+    app.register(shaper, "shaper")
+    bot = await wisp_offline(app, fake=FakeDiscord(guilds))
+    assert shaper.built == [bot.service.bot]
+    assert sorted(bot.service.bot.shards) == [2]
+    assert [g.name for g in bot.service.bot.guilds] == ["shard 2"]
+
+
+async def test_two_plugins_setting_one_client_option_is_an_error(wisp_project, wisp_offline):
+    class Other:
+        @wisp.hookimpl
+        def wisp_discord_client_options(self, app):
+            return {"shard_ids": [1]}
+
+    app = make_app(wisp_project)
+    app.register(_ShardTwo(), "shaper")
+    app.register(Other(), "other")
+    with pytest.raises(
+        wisp.PluginError,
+        match=r"plugins '(shaper|other)' and '(shaper|other)' both set the discord.py client "
+        r"option 'shard_ids'; block one of them",
+    ):
+        await wisp_offline(app)

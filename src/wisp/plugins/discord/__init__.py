@@ -36,6 +36,13 @@ service_key = wisp.StashKey["DiscordService"]()
 
 
 @wisp.hookimpl
+def wisp_addhooks(pluginmanager: Any) -> None:
+    from wisp.plugins.discord import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@wisp.hookimpl
 def wisp_config_sections() -> dict[str, type[Any]]:
     return {"discord": DiscordConfig}
 

@@ -96,10 +96,14 @@ class DiscordService(wisp.BaseService):
             # The fake sends every guild at once: no need to wait for more.
             kwargs["guild_ready_timeout"] = 0.1
         if cfg.shard_count is not None:
+            kwargs["shard_count"] = cfg.shard_count
             if cfg.shard_ids is not None:
                 kwargs["shard_ids"] = cfg.shard_ids
-            bot = commands.AutoShardedBot(shard_count=cfg.shard_count, **kwargs)
+        kwargs.update(self._plugin_options())
+        if kwargs.get("shard_count") is not None:
+            bot = commands.AutoShardedBot(**kwargs)
         else:
+            kwargs.pop("shard_count", None)
             bot = commands.Bot(**kwargs)
         if self.offline:
 
@@ -107,11 +111,32 @@ class DiscordService(wisp.BaseService):
                 return None  # Discord's 5s identify spacing means nothing to the fake
 
             bot.before_identify_hook = identify_at_once  # type: ignore[method-assign]
+        for _ in self.app.pluginmanager.results(
+            "wisp_discord_client_created", app=self.app, client=bot
+        ):
+            pass
         bot.add_listener(self.on_interaction, "on_interaction")
         bot.add_listener(self.on_message, "on_message")
         for discord_event, (wisp_event, shape) in EVENTS.items():
             bot.add_listener(self._router_for(wisp_event, shape), discord_event)
         return bot
+
+    def _plugin_options(self) -> dict[str, Any]:
+        """What ``wisp_discord_client_options`` implementations add; one key, one plugin."""
+        options: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        for plugin, result in self.app.pluginmanager.results(
+            "wisp_discord_client_options", app=self.app
+        ):
+            for key, value in dict(result).items():
+                if key in owners:
+                    raise wisp.PluginError(
+                        f"plugins {owners[key]!r} and {plugin!r} both set the discord.py "
+                        f"client option {key!r}; block one of them"
+                    )
+                owners[key] = plugin
+                options[key] = value
+        return options
 
     # -- lifecycle --------------------------------------------------------------
 
