@@ -589,3 +589,51 @@ async def test_two_plugins_setting_one_client_option_is_an_error(wisp_project, w
         r"option 'shard_ids'; block one of them",
     ):
         await wisp_offline(app)
+
+
+def test_discord_endpoints_are_where_wisp_points_them() -> None:
+    """Contract with discord.py 2.7.1: REST and gateway addresses are these class
+    attributes (wisp.plugins.discord.endpoints); an upgrade that moves them fails here."""
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    from wisp.plugins.discord.endpoints import DISCORD_API_URL, endpoints
+
+    assert Route.BASE == DISCORD_API_URL
+    assert isinstance(DiscordWebSocket.DEFAULT_GATEWAY, yarl.URL)
+    with endpoints("http://proxy.test/api/v10/", "ws://gw.test/"):
+        assert Route("GET", "/users/@me").url == "http://proxy.test/api/v10/users/@me"
+        assert str(DiscordWebSocket.DEFAULT_GATEWAY) == "ws://gw.test/"
+    assert Route.BASE == DISCORD_API_URL
+
+
+async def test_online_bot_uses_the_configured_rest_and_gateway_urls(wisp_project):
+    """A REST or gateway proxy in front of Discord: ``api_url`` and ``gateway_url``."""
+    from discord.http import Route
+
+    from wisp.plugins.discord import enable
+
+    async with FakeDiscord() as fake:
+        app = make_app(
+            wisp_project,
+            f'token = "any"\napi_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n',
+        )
+        app.configure()
+        service = enable(app, offline=False)
+        await app.start()
+        try:
+            assert service.bot is not None and service.bot.is_ready()
+            assert fake.shards_connected == [0]
+            assert fake.calls_to("GET", "/users/@me")
+        finally:
+            await app.stop()
+    assert Route.BASE == "https://discord.com/api/v10"
+
+
+def test_bad_proxy_urls_name_the_key(wisp_project):
+    wisp_project.write("wisp.toml", '[discord]\ngateway_url = "http://gw"\n')
+    with pytest.raises(
+        wisp.ConfigError, match=r"discord.gateway_url: 'http://gw' is not a ws or wss URL"
+    ):
+        wisp_project.app(plugins=["discord"]).configure()

@@ -69,6 +69,7 @@ class DiscordService(wisp.BaseService):
         self.roots: frozenset[str] = frozenset()
         self.listeners: list[OutcomeListener] = []
         self._task: asyncio.Task[None] | None = None
+        self._exits = contextlib.ExitStack()
         self.synced: list[dict[str, Any]] | None = None
         # Ids of messages and interactions fully handled, for drivers that wait.
         self._handled: OrderedDict[int, None] = OrderedDict()
@@ -148,6 +149,15 @@ class DiscordService(wisp.BaseService):
                 detail="no Discord token: set [discord] token or DISCORD_TOKEN, "
                 "or run offline with `wisp run --offline`"
             )
+        if not self.offline and (self.config.api_url or self.config.gateway_url):
+            from wisp.plugins.discord.endpoints import endpoints
+
+            self._exits.enter_context(endpoints(self.config.api_url, self.config.gateway_url))
+            logger.info(
+                "Discord REST at {}, gateway at {}",
+                self.config.api_url or "Discord",
+                self.config.gateway_url or "Discord",
+            )
         self.roots = frozenset(name.split(" ")[0] for name in self.app.commands)
         payload = commands_payload(self.app.commands.values())  # bad names fail here
         self.bot = bot = self.build()
@@ -155,6 +165,7 @@ class DiscordService(wisp.BaseService):
             await bot.login(token)
         except discord.LoginFailure:
             await bot.close()
+            self._exits.close()
             raise wisp.ExternalServiceError(
                 detail="Discord refused the token ([discord] token or DISCORD_TOKEN)"
             ) from None
@@ -190,6 +201,7 @@ class DiscordService(wisp.BaseService):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
         self._task = None
+        self._exits.close()
         await super().stop()
 
     async def health(self) -> wisp.Health:

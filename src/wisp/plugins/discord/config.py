@@ -43,6 +43,17 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> N
         raise ValueError("must be greater than 0")
 
 
+def _url(*schemes: str) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is None:
+            return
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise ValueError(f"{value!r} is not a {' or '.join(schemes)} URL")
+
+    return check
+
+
 def _shards(_: Any, attribute: attrs.Attribute[Any], value: list[int] | None) -> None:
     if value is not None and any(v < 0 for v in value):
         raise ValueError("shard ids are 0 or more")
@@ -71,6 +82,11 @@ class DiscordConfig:
     shard_count: int | None = attrs.field(default=None, validator=_positive)
     #: The shards this process runs (unset: all of ``shard_count``).
     shard_ids: list[int] | None = attrs.field(default=None, validator=_shards)
+    #: REST base, for a REST proxy in front of Discord (default: Discord's own,
+    #: ``https://discord.com/api/v10``).
+    api_url: str | None = attrs.field(default=None, validator=_url("http", "https"))
+    #: Gateway address, for a gateway proxy (default: Discord's own).
+    gateway_url: str | None = attrs.field(default=None, validator=_url("ws", "wss"))
     #: Sync slash commands to this guild only (instant, for development).
     sync_guild: int | None = None
     #: Seconds before a slow slash command is deferred ("thinking...").

@@ -2833,16 +2833,7 @@ def patched_endpoints(fake: FakeDiscord) -> Iterator[FakeDiscord]:
     an ``AutoShardedClient`` given ``shard_count``) and ``discord.asset.Asset.BASE``
     (CDN URLs).  These are class attributes, so this is process-wide.
     """
-    import yarl
-    from discord.asset import Asset
-    from discord.gateway import DiscordWebSocket
-    from discord.http import Route
+    from wisp.plugins.discord.endpoints import endpoints
 
-    saved = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY, Asset.BASE)
-    Route.BASE = fake.api_base
-    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
-    Asset.BASE = fake.cdn_base
-    try:
+    with endpoints(fake.api_base, fake.gateway_url, fake.cdn_base):
         yield fake
-    finally:
-        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY, Asset.BASE = saved
