@@ -196,3 +196,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/locks.py")
     session.run("python", "benchmarks/observability.py")
     session.run("python", "benchmarks/startup.py")
+    session.run("python", "benchmarks/scaleout_streams.py", "--quick")

@@ -198,3 +198,28 @@ async def database(request, project):
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
+
+
+NATS_URL = os.environ.get("WISP_TEST_NATS_URL")
+
+
+@pytest.fixture
+def nats_url() -> str:
+    """``WISP_TEST_NATS_URL`` (a NATS server with JetStream): skipped when unset,
+    failed when set but unreachable or without JetStream."""
+    if not NATS_URL:
+        pytest.skip("WISP_TEST_NATS_URL is not set")
+    import json
+    import socket
+    import urllib.parse
+
+    where = urllib.parse.urlsplit(NATS_URL.split(",")[0])
+    try:
+        with socket.create_connection((where.hostname, where.port or 4222), timeout=3) as sock:
+            line = sock.makefile("rb").readline()  # the server's INFO {...}
+        info = json.loads(line.partition(b" ")[2])
+    except (OSError, ValueError) as exc:
+        pytest.fail(f"WISP_TEST_NATS_URL is set but NATS is unreachable: {exc!r}")
+    if not info.get("jetstream"):
+        pytest.fail("WISP_TEST_NATS_URL is set but that NATS server has no JetStream (-js)")
+    return NATS_URL

@@ -33,6 +33,7 @@ class GreeterConfig:
     limits: Limits = attrs.field(factory=Limits)
     api_token: str = ""
     database_url: str = attrs.field(default="", metadata={"secret": True})
+    admins: list[int] | None = None
 
 
 class Greeter:
@@ -74,6 +75,7 @@ def test_environment_wins_over_the_file(project, monkeypatch) -> None:
     monkeypatch.setenv("WISP_GREETER__RETRIES", "7")
     monkeypatch.setenv("WISP_GREETER__ENABLED", "false")
     monkeypatch.setenv("WISP_GREETER__CHANNELS", "3, 4")
+    monkeypatch.setenv("WISP_GREETER__ADMINS", "[5, 6]")
     monkeypatch.setenv("WISP_GREETER__LIMITS__PER_MINUTE", "60")
     monkeypatch.setenv("WISP_LOG_LEVEL", "debug")
     app = app_with(project, "[greeter]\nretries = 5\nenabled = true\n").configure()
@@ -84,6 +86,7 @@ def test_environment_wins_over_the_file(project, monkeypatch) -> None:
         [3, 4],
         Limits(per_minute=60),
     )
+    assert cfg.admins == [5, 6]  # an optional list is still a list
     assert app.config.core.log_level == "debug"
 
 

@@ -440,6 +440,10 @@ async def test_a_duplicate_across_two_replicas_runs_once(
     assert sorted(status for status, _ in answers) == [200, 409]
     assert RUNS == ["hello replicas"]
     assert one.deduper.shared and two.deduper.shared
+    # A later redelivery is refused by both, the replica that ran it included.
+    for replica in (one, two):
+        assert (await fake.post_interaction(replica.url, interaction, signer(key)))[0] == 409
+    assert RUNS == ["hello replicas"]
 
 
 # -- the command line -------------------------------------------------------------------
@@ -491,6 +495,17 @@ async def test_a_duplicate_across_two_replicas_runs_once_on_redis(
         )
         assert sorted(status for status, _ in answers) == [200, 409]
         assert RUNS == ["hello redis"]
+        # A retry after the first answered (Discord redelivering) finds the claim
+        # on either replica: it is kept for the token's life, not released on success.
+        for replica in (two, one):
+            status, _ = await fake.post_interaction(replica.url, interaction, signer(key))
+            assert status == 409
+        assert RUNS == ["hello redis"]
+        assert one.counts.get("duplicate", 0) + two.counts.get("duplicate", 0) == 3
+        client = one.app.services.get("redis").client
+        [claim] = [k async for k in client.scan_iter(match=prefix + "*")]
+        assert str(interaction.id) in (claim.decode() if isinstance(claim, bytes) else claim)
+        assert 0 < await client.ttl(claim) <= 15 * 60
     finally:
         client = one.app.services.get("redis").client
         keys = [k async for k in client.scan_iter(match=prefix + "*")]

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,6 +167,11 @@ def env_list(text: str) -> list[Any]:
 def _from_env_text(text: str, tp: Any) -> Any:
     """Turn an environment string into the shape ``tp`` expects (lists, tables)."""
     origin = typing.get_origin(tp) or tp
+    if origin in (typing.Union, types.UnionType):
+        # ``list[int] | None``: the variable gives a value, so shape it as the non-None part.
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(options) == 1:
+            return _from_env_text(text, options[0])
     if origin in (list, tuple, set, frozenset):
         return env_list(text)
     if origin in (dict, Mapping) or attrs.has(tp):

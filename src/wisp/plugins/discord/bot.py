@@ -34,6 +34,9 @@ from wisp.targets import Choice, ParamType
 __all__ = ["DiscordService"]
 
 OutcomeListener = Callable[[str, Any, Outcome], Any]
+#: ``gate(event, args) -> bool``: False drops a Discord event before Wisp sees it
+#: (the cluster plugin's de-duplication while two shard generations overlap).
+EventGate = Callable[[str, tuple[Any, ...]], Coroutine[Any, Any, bool]]
 
 
 class _WispTree(app_commands.CommandTree):
@@ -53,7 +56,7 @@ class DiscordService(wisp.BaseService):
 
     name = "discord"
     #: Connect only once storage is ready, when it runs (events use plugin_state).
-    after = ("migrations", "guild_data", "plugin_state")
+    after = ("migrations", "guild_data", "plugin_state", "cluster", "restlimits")
 
     def __init__(
         self, app: wisp.Wisp, config: DiscordConfig, *, offline: bool = False, gateway: bool = True
@@ -68,6 +71,8 @@ class DiscordService(wisp.BaseService):
         self.bot: commands.Bot | commands.AutoShardedBot | None = None
         self.roots: frozenset[str] = frozenset()
         self.listeners: list[OutcomeListener] = []
+        #: Checked before an interaction, message or event is handled; empty: no cost.
+        self.gates: list[EventGate] = []
         self._task: asyncio.Task[None] | None = None
         self._exits = contextlib.ExitStack()
         self.synced: list[dict[str, Any]] | None = None
@@ -291,8 +296,16 @@ class DiscordService(wisp.BaseService):
         async with asyncio.timeout(timeout):
             await waiter
 
+    async def _admitted(self, event: str, args: tuple[Any, ...]) -> bool:
+        for gate in self.gates:
+            if not await gate(event, args):
+                return False
+        return True
+
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         try:
+            if self.gates and not await self._admitted("interaction", (interaction,)):
+                return
             await self._interaction(interaction)
         except Exception:
             # discord.py would report it to stdlib logging, where nobody looks.
@@ -392,6 +405,8 @@ class DiscordService(wisp.BaseService):
 
     async def on_message(self, message: discord.Message) -> None:
         try:
+            if self.gates and not await self._admitted("message", (message,)):
+                return
             await self._message(message)
         except Exception:
             logger.exception("handling message {} failed", message.id)
@@ -458,6 +473,8 @@ class DiscordService(wisp.BaseService):
         self, event: str, shape: Callable[..., tuple[dict[str, Any], Any, Any, Any]]
     ) -> Callable[..., Coroutine[Any, Any, None]]:
         async def listener(*args: Any) -> None:
+            if self.gates and not await self._admitted(event, args):
+                return
             payload, guild, actor, fingerprint = shape(*args)
             channel = getattr(args[-1], "channel", None) or getattr(
                 getattr(args[0], "message", None), "channel", None

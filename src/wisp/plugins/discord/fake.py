@@ -56,6 +56,8 @@ import aiohttp
 import attrs
 from aiohttp import web
 
+from wisp.plugins.discord.fakelimits import FakeRestLimits, RestLimits
+
 __all__ = [
     "ALL_PERMISSIONS",
     "DEFAULT_BOT_ID",
@@ -75,6 +77,7 @@ __all__ = [
     "FakeWebhook",
     "RecordedCall",
     "RecordedFile",
+    "RestLimits",
     "guild_id_for_shard",
     "new_snowflake",
     "patched_endpoints",
@@ -683,6 +686,16 @@ class FakeDiscord:
         (and for ``zstd-stream``) plain text frames are sent, which discord.py accepts.
     :param interaction_deadline: seconds after which an unanswered interaction's
         callback gets 404 Unknown interaction (Discord: 3); None: no deadline.
+    :param rest_limits: enforce Discord's per-route and global REST limits and
+        count invalid requests (:mod:`~wisp.plugins.discord.fakelimits`); None: off.
+    :param max_concurrency: ``session_start_limit.max_concurrency`` in GET /gateway/bot:
+        IDENTIFY buckets are ``shard_id % max_concurrency``.
+    :param enforce_identify_buckets: answer a second IDENTIFY in one bucket within
+        ``identify_window`` seconds with op 9 Invalid Session, as Discord does
+        (recorded in :attr:`identify_rejections`).
+    :param session_start_limit: the day's session starts (``total``); ``remaining``
+        starts at ``session_start_remaining`` (default ``total - 1``), every accepted
+        IDENTIFY takes one, and at 0 an IDENTIFY gets op 9.
     """
 
     def __init__(
@@ -699,6 +712,12 @@ class FakeDiscord:
         echo: bool = True,
         zlib_stream: bool = True,
         interaction_deadline: float | None = None,
+        rest_limits: RestLimits | None = None,
+        max_concurrency: int = 1,
+        enforce_identify_buckets: bool = False,
+        identify_window: float = 5.0,
+        session_start_limit: int = 1000,
+        session_start_remaining: int | None = None,
     ) -> None:
         self.bot = bot or FakeUser(id=DEFAULT_BOT_ID, username="wisp-bot", bot=True)
         self.application_id = application_id or self.bot.id
@@ -713,6 +732,20 @@ class FakeDiscord:
         self.echo = echo
         self.zlib_stream = zlib_stream
         self.interaction_deadline = interaction_deadline
+        #: REST limits, 429s by scope, invalid requests, forced failures (``fail_next``).
+        self.rest = FakeRestLimits(rest_limits)
+        self.max_concurrency = max_concurrency
+        self.enforce_identify_buckets = enforce_identify_buckets
+        self.identify_window = identify_window
+        self.session_start_limit = session_start_limit
+        self.session_start_remaining = (
+            session_start_limit - 1 if session_start_remaining is None else session_start_remaining
+        )
+        #: IDENTIFYs answered with op 9 (bucket busy, budget spent): ``(shard_id, why)``.
+        self.identify_rejections: list[tuple[int, str]] = []
+        #: Accepted IDENTIFYs: ``(shard_id, loop time)``.
+        self.identifies: list[tuple[int, float]] = []
+        self._bucket_last: dict[int, float] = {}
 
         self.calls: list[RecordedCall] = []
         self.events: list[DispatchedEvent] = []
@@ -1914,6 +1947,12 @@ class FakeDiscord:
             if shard[1] < 1 or not 0 <= shard[0] < shard[1]:
                 await conn.ws.close(code=4010, message=b"Invalid shard.")
                 return
+        shard_id = 0 if shard is None else shard[0]
+        rejected = self._identify_rejected(shard_id)
+        if rejected is not None:
+            self.identify_rejections.append((shard_id, rejected))
+            await conn.send({"op": 9, "s": None, "t": None, "d": False})
+            return
         intents = data.get("intents")
         session = _Session(shard, None if intents is None else int(intents))
         session.presence = data.get("presence")
@@ -1952,6 +1991,21 @@ class FakeDiscord:
                 await session._send_locked("GUILD_CREATE", payload)
                 self.events.append(DispatchedEvent("GUILD_CREATE", payload, (session.shard_id,)))
         self._session_waiters.notify(session)
+
+    def _identify_rejected(self, shard_id: int) -> str | None:
+        """Why Discord would refuse this IDENTIFY (op 9), or None: budget and bucket."""
+        if self.session_start_remaining <= 0:
+            return "session start limit spent"
+        now = asyncio.get_running_loop().time()
+        bucket = shard_id % max(1, self.max_concurrency)
+        if self.enforce_identify_buckets:
+            last = self._bucket_last.get(bucket)
+            if last is not None and now - last < self.identify_window:
+                return f"bucket {bucket} busy"
+        self._bucket_last[bucket] = now
+        self.session_start_remaining -= 1
+        self.identifies.append((shard_id, now))
+        return None
 
     async def _resume(self, conn: _Connection, data: JSON) -> None:
         session = self._sessions.get(str(data.get("session_id")))
@@ -2093,6 +2147,11 @@ class FakeDiscord:
             reply = _error(401, 0, "401: Unauthorized") if not self._token_ok(token) else None
         else:
             reply = None
+        verdict = None
+        if reply is None and self.rest.active:
+            verdict = self.rest.check(request.method, *self.route_template(request.method, path))
+            if verdict.status is not None:
+                reply = _Reply(verdict.status, verdict.body)
         if reply is None:
             try:
                 reply = await self._route(api_request)
@@ -2112,11 +2171,32 @@ class FakeDiscord:
                 reason=reason,
             )
         )
+        headers = verdict.headers if verdict is not None else None
+        if self.rest.active or verdict is not None:
+            self.rest.answered(reply.status, verdict.scope if verdict is not None else None)
         if reply.status == 204:  # No Content, as Discord answers kicks and bans
-            return web.Response(status=204)
+            return web.Response(status=204, headers=headers)
+        if verdict is not None and verdict.text:  # a Cloudflare ban page
+            return web.Response(
+                status=reply.status, text=reply.body, content_type="text/plain", headers=headers
+            )
         return web.Response(
-            status=reply.status, body=_dumps(reply.body).encode(), content_type="application/json"
+            status=reply.status,
+            body=_dumps(reply.body).encode(),
+            content_type="application/json",
+            headers=headers,
         )
+
+    def route_template(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """``("POST /channels/{channel}/messages", {"channel": "42"})`` for a request:
+        the route a REST limit applies to, and its parameters."""
+        for route_method, pattern, _ in self._routes:
+            if route_method == method:
+                match = pattern.fullmatch(path)
+                if match is not None:
+                    template = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern)
+                    return f"{method} {template}", match.groupdict()
+        return method + " " + re.sub(r"/\d+", "/{id}", path), {}
 
     async def _route(self, request: _ApiRequest) -> _Reply:
         for method, pattern, handler in self._routes:
@@ -2222,10 +2302,10 @@ class FakeDiscord:
                 "url": self.gateway_url,
                 "shards": self.recommended_shards,
                 "session_start_limit": {
-                    "total": 1000,
-                    "remaining": 999,
+                    "total": self.session_start_limit,
+                    "remaining": max(0, self.session_start_remaining),
                     "reset_after": 14_400_000,
-                    "max_concurrency": 1,
+                    "max_concurrency": self.max_concurrency,
                 },
             },
         )

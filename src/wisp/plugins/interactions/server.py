@@ -14,6 +14,7 @@ replicas can sit behind any load balancer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -45,6 +46,7 @@ class Deduper:
         self.app = app
         self.size = size
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._deliveries = itertools.count(1)
         self._seen: OrderedDict[int, None] = OrderedDict()
 
     @property
@@ -57,9 +59,13 @@ class Deduper:
             from wisp.plugins.idempotency.api import ClaimOutcome
 
             backend = self.app.services.get("idempotency").backend
+            # One owner per delivery: a claim is re-entrant for its owner, so a replica-wide
+            # owner would let a redelivery to the same replica win (and run) again.
             # Never completed: the claim lapses with the token, when no repeat matters.
             found = await backend.claim(
-                f"wisp:interaction:{interaction_id}", self.owner, TOKEN_LIFETIME
+                f"wisp:interaction:{interaction_id}",
+                f"{self.owner}:{next(self._deliveries)}",
+                TOKEN_LIFETIME,
             )
             return bool(found.outcome is ClaimOutcome.WON)
         if interaction_id in self._seen:

@@ -22,3 +22,17 @@ def wisp_job_schedules(app: Wisp) -> Sequence[Any] | None:
 
     ``wispconf.py`` files: all.
     """
+
+
+@hookspec
+def wisp_job_queues(app: Wisp) -> Sequence[str] | None:
+    """Return more queues for this process's workers to take jobs from.
+
+    Added to ``[jobs] queues`` (or ``--queues``) when a worker starts: the
+    cluster plugin returns ``shard:N`` for the shards this process owns, so a
+    job enqueued for a shard runs only on that shard's owner.
+
+    :param app: The application.
+
+    ``wispconf.py`` files: all.
+    """

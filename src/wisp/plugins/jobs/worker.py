@@ -72,6 +72,8 @@ class Worker:
         self.backend = backend
         self.config = config
         self.queues = list(queues or config.queues)
+        for _, extra in app.pluginmanager.results("wisp_job_queues", app=app):
+            self.queues.extend(q for q in extra if q not in self.queues)
         self.concurrency = concurrency or config.concurrency
         self.name = name or worker_name()
         self.running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
