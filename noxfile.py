@@ -27,7 +27,7 @@ PYTHON = "3.11"
 def tests(session: nox.Session) -> None:
     """Install the project and contrib plugins as a user would (not editable); run pytest."""
     session.install(".[test]", "./contrib/wisp-uptime")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *PARALLEL, *session.posargs)
 
 
 def _bundled_plugins() -> list[str]:
@@ -40,6 +40,10 @@ BUNDLED = _bundled_plugins()
 #: What the test sessions install: the project as a user would, and the contrib
 #: plugin tests/test_contrib.py loads as a third-party one.
 TEST_INSTALL = (".[test]", "./contrib/wisp-uptime")
+#: pytest-xdist: one worker per core, a test file's tests on one worker (they
+#: share module-level fixtures and files).  Tests use their own PostgreSQL
+#: schemas, Redis key prefixes and ports, so workers never meet.
+PARALLEL = ("-n", "auto", "--dist", "loadfile")
 PG_URL = "WISP_TEST_DATABASE_URL"
 REDIS_URL = "WISP_TEST_REDIS_URL"
 
@@ -50,7 +54,7 @@ def _pytest(session: nox.Session, *args: str, block: str = "") -> None:
     collected) fails the session like any other non-zero code."""
     session.install(*TEST_INSTALL)
     env = {"WISP_TEST_BLOCK": block}
-    session.run("pytest", *args, *session.posargs, env=env)
+    session.run("pytest", *PARALLEL, *args, *session.posargs, env=env)
 
 
 def _matrix_session(name: str, doc: str) -> Callable[[Callable[[nox.Session], None]], object]:
@@ -127,7 +131,7 @@ for _id, (_doc, _expr, _needs) in BACKENDS.items():
 )
 def tests_lowest(session: nox.Session) -> None:
     session.install("--resolution", "lowest-direct", *TEST_INSTALL)
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", *PARALLEL, "-m", "not slow", *session.posargs)
 
 
 #: contrib/ distributions with their own tests (``contrib/NAME/tests``), each run by

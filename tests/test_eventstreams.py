@@ -399,15 +399,20 @@ async def test_a_killed_workers_events_are_handled_by_another(
     lines = _seen_lines(seen_file)
     b_pid = procs["b"].pid
     handled = [c for c, _ in lines]
-    # None lost, and each handled once: what a took and never acked went to b.
-    assert sorted(handled) == contents
     in_a_shard = [(c, pid) for c, pid in lines if int(c[1:]) % 2 == a_shard]
     assert [pid for _, pid in in_a_shard[:40]] == [a.pid] * 40
     assert {pid for _, pid in in_a_shard[40:]} == {b_pid}
-    assert len(in_a_shard) == 200
+    # None lost; each handled once, but for the one event whose ack a had not
+    # sent yet when it was killed (acks go out a few milliseconds after the
+    # handler: at least once, docs/scaling-out.md): a's last, handled by b again.
+    assert set(handled) == set(contents)
+    repeated = sorted(c for c in set(handled) if handled.count(c) > 1)
+    assert repeated in ([], [in_a_shard[39][0]]), repeated
+    assert len(in_a_shard) == 200 + len(repeated)
     if 'transport = "redis"' in transport_toml:
         # XAUTOCLAIM hands the new owner the stuck entries first: the guild's order holds.
-        assert [c for c, _ in in_a_shard] == sorted(c for c, _ in in_a_shard)
+        order = [c for c, _ in in_a_shard[:40]] + [c for c, _ in in_a_shard[40 + len(repeated) :]]
+        assert order == sorted(order)
 
 
 async def _wait_until(
