@@ -188,7 +188,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against bare baselines and peer libraries, printed, never asserted."""
-    session.install(".[bench]")
+    session.install(".[bench,interactions]")
     session.run("python", "benchmarks/pipeline.py", *session.posargs)
     session.run("python", "benchmarks/offline_roundtrip.py")
     session.run("python", "benchmarks/policy.py")
@@ -200,4 +200,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/locks.py")
     session.run("python", "benchmarks/observability.py")
     session.run("python", "benchmarks/startup.py")
-    session.run("python", "benchmarks/scaleout_streams.py", "--quick")
+    session.run("python", "benchmarks/scaleout.py", "--quick")

@@ -100,6 +100,7 @@ def test_plugins_hooks_and_pipeline(cli_project, capsys) -> None:
     ]
 
 
+@pytest.mark.needs_plugin("accesslog")  # it blocks accesslog itself
 def test_blocking_from_the_command_line(cli_project, capsys) -> None:
     assert main(["-p", "no:accesslog", "plugins", "--pipeline"]) == 0
     out = capsys.readouterr().out

@@ -282,10 +282,15 @@ async def test_sigterm_lets_running_jobs_finish_or_releases_them(project, databa
         quick = await jobs.enqueue("slow", {"seconds": 0.3})
         stuck = await jobs.enqueue("slow", {"seconds": 30})
     worker = cli(project, "worker", env={"JOB_LOG": str(log)})
-    for _ in range(200):
+    # Both jobs running, so the worker's signal handlers are in place (a loaded
+    # machine can take seconds to start a worker).
+    for _ in range(1200):
         if len([x for x in _lines(log) if x[0] == "start"]) == 2:
             break
         await asyncio.sleep(0.05)
+    else:
+        worker.kill()
+        pytest.fail(f"the worker did not start both jobs: {worker.communicate()[1]}")
     worker.send_signal(signal.SIGTERM)
     _, err = await asyncio.to_thread(worker.communicate, timeout=30)
     assert worker.returncode == 0, err

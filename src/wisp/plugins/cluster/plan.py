@@ -121,11 +121,7 @@ async def ensure_first(
         async with db.transaction() as session:
             existing = await session.scalar(select(func.count()).select_from(GenerationRow))
             if existing:
-                raise PlanError(
-                    "there is no active shard generation, but older ones exist: see "
-                    "`wisp cluster status` (a pending generation becomes active once all "
-                    "its shards are READY)"
-                )
+                raise _Written
             session.add(
                 GenerationRow(
                     id=1,
@@ -137,14 +133,22 @@ async def ensure_first(
                     updated_at=now,
                 )
             )
-    except IntegrityError:
-        pass  # another process wrote it first: read theirs
+    except (IntegrityError, _Written):
+        pass  # another process wrote it between our two reads, or first: read theirs
     else:
         return (await get_plan(db, 1)) or _missing(1), True
     found = await get_plan(db)
     if found is None:
-        raise PlanError("the first shard generation was written concurrently but is not active")
+        raise PlanError(
+            "there is no active shard generation, but older ones exist: see "
+            "`wisp cluster status` (a pending generation becomes active once all "
+            "its shards are READY)"
+        )
     return found, False
+
+
+class _Written(Exception):
+    """Generation rows appeared after the first read: another process wrote them."""
 
 
 def _missing(generation: int) -> Plan:
