@@ -181,7 +181,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/ (settings in pyproject.toml)."""
-    session.install("mypy>=1.10", ".[testing,interactions]")
+    session.install("mypy>=1.10", ".[testing,interactions,nats]")
     session.run("mypy")
 
 

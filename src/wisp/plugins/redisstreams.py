@@ -256,7 +256,8 @@ class RedisStreamsTransport:
             if cursor in (b"0-0", "0-0"):
                 break
         while True:
-            found = await client.xreadgroup(
+            # Any: redis-py's annotation of the reply changed across releases.
+            found: Any = await client.xreadgroup(
                 group, consumer, {stream: ">"}, count=batch, block=self.config.block_ms
             )
             for _, entries in found or ():
