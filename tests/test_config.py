@@ -8,7 +8,7 @@ import pytest
 
 import wisp
 from wisp.cli.main import main
-from wisp.config import redact
+from wisp.config import positive, redact
 
 
 @attrs.frozen
@@ -17,15 +17,10 @@ class Limits:
     burst: int = 2
 
 
-def _positive(_, __, value):
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-
-
 @attrs.frozen
 class GreeterConfig:
     greeting: str = "hello"
-    retries: int = attrs.field(default=3, validator=_positive)
+    retries: int = attrs.field(default=3, validator=positive)
     ratio: float = 0.5
     enabled: bool = True
     channels: list[int] = attrs.field(factory=list)
@@ -208,3 +203,16 @@ def test_required_keys_are_reported(project) -> None:
         r"\(in \[needs\] or WISP_NEEDS__TOKEN\)",
     ):
         app.configure()
+
+
+def test_positive_names_its_field_in_code_and_allows_unset() -> None:
+    @attrs.frozen
+    class Sizes:
+        batch: int = attrs.field(default=1, validator=positive)
+        timeout: float | None = attrs.field(default=None, validator=positive)
+
+    assert Sizes(batch=5, timeout=None).timeout is None
+    with pytest.raises(ValueError, match=r"^batch must be greater than 0$"):
+        Sizes(batch=0)
+    with pytest.raises(ValueError, match=r"^timeout must be greater than 0$"):
+        Sizes(timeout=-0.5)

@@ -628,7 +628,7 @@ def test_bad_configuration_is_reported_naming_the_keys(project: Any) -> None:
         project.app().configure()
     text = "\n".join(info.value.problems)
     assert "idempotency" in text and "backend" in text and "mongo" in text
-    assert "lease_seconds must be greater than 0" in text
+    assert "idempotency.lease_seconds: must be greater than 0; got 0" in text
 
 
 @pytest.mark.needs_plugin("metrics", "storage")

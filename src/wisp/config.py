@@ -26,7 +26,15 @@ import cattrs
 
 from wisp.errors import ConfigError
 
-__all__ = ["CONFIG_FILE", "Config", "ConfigSource", "CoreConfig", "find_rootdir", "redact"]
+__all__ = [
+    "CONFIG_FILE",
+    "Config",
+    "ConfigSource",
+    "CoreConfig",
+    "find_rootdir",
+    "positive",
+    "redact",
+]
 
 CONFIG_FILE = "wisp.toml"
 CORE_SECTION = "wisp"
@@ -35,6 +43,14 @@ T = TypeVar("T")
 _SECRET_NAME = re.compile(r"(token|password|passwd|secret|api_key|apikey|credential)", re.I)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
 REDACTED = "***"
+
+
+def positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator for sizes, counts and durations: greater than 0, or ``None``
+    (unset).  The message names the field for classes built in code; the config
+    loader names ``section.key`` itself and drops that name."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
@@ -364,7 +380,8 @@ class _Structurer:
                 try:
                     field.validator(None, field, value)
                 except (ValueError, TypeError) as exc:
-                    problems.append(f"{dotted}.{name}: {exc}; got {shown!r} ({origin})")
+                    why = str(exc).removeprefix(f"{name} ")  # the line names the key
+                    problems.append(f"{dotted}.{name}: {why}; got {shown!r} ({origin})")
                     continue
                 except AttributeError:
                     pass  # it compares with other fields: the constructor runs it

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from wisp import Middleware, Order, PluginMetadata, StashKey, WispError, hookimpl
+from wisp.config import positive
 
 if TYPE_CHECKING:
     from wisp import CallNext, Wisp, WispContext
@@ -28,11 +29,6 @@ WISP_PLUGIN = PluginMetadata(
 )
 
 
-def _positive(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-
-
 @attrs.frozen
 class AccessLogConfig:
     """``[accesslog]`` in wisp.toml."""
@@ -40,7 +36,7 @@ class AccessLogConfig:
     #: Log event handlers too, not only commands.
     events: bool = False
     #: Calls slower than this many milliseconds are logged as warnings.
-    slow_ms: float = attrs.field(default=1000.0, validator=_positive)
+    slow_ms: float = attrs.field(default=1000.0, validator=positive)
 
 
 #: Outcome counts per (target name, outcome), on ``app.stash``.

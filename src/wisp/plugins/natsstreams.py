@@ -22,6 +22,7 @@ import attrs
 from loguru import logger
 
 import wisp
+from wisp.config import positive
 from wisp.plugins.eventstream.api import Delivery, StreamStatus, TransportError
 
 __all__ = ["NatsConfig", "NatsTransport"]
@@ -34,11 +35,6 @@ WISP_PLUGIN = wisp.PluginMetadata(
     data="Discord dispatches while they wait in the stream (at most max_per_shard per "
     "shard) and each guild's channels and roles.",
 )
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _url(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -72,18 +68,18 @@ class NatsConfig:
     #: Subjects are ``{subject}.{shard}``.
     subject: str = attrs.field(default="wisp.events", validator=_subject)
     #: Messages kept per shard subject; the oldest go first, acked or not.
-    max_per_shard: int = attrs.field(default=100_000, validator=_positive)
+    max_per_shard: int = attrs.field(default=100_000, validator=positive)
     #: "file" survives a NATS restart; "memory" is faster.
     storage: Literal["file", "memory"] = "file"
     #: Seconds before a message a worker took and did not ack goes to another worker
     #: (longer than your slowest handler, about ``[events] lease_seconds``).
-    ack_wait: float = attrs.field(default=15.0, validator=_positive)
+    ack_wait: float = attrs.field(default=15.0, validator=positive)
     #: Messages per fetch and per publishing round.
-    batch: int = attrs.field(default=200, validator=_positive)
+    batch: int = attrs.field(default=200, validator=positive)
     #: Seconds a fetch waits for new messages before looking again.
-    fetch_timeout: float = attrs.field(default=1.0, validator=_positive)
+    fetch_timeout: float = attrs.field(default=1.0, validator=positive)
     #: Dispatches queued in a gateway while NATS is away; more are dropped (logged).
-    buffer: int = attrs.field(default=100_000, validator=_positive)
+    buffer: int = attrs.field(default=100_000, validator=positive)
 
 
 def _text(value: Any) -> str:

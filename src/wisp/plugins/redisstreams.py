@@ -23,6 +23,7 @@ import attrs
 from loguru import logger
 
 import wisp
+from wisp.config import positive
 from wisp.plugins.eventstream.api import Delivery, StreamStatus, TransportError
 
 if TYPE_CHECKING:
@@ -40,11 +41,6 @@ WISP_PLUGIN = wisp.PluginMetadata(
 )
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
-
-
 @attrs.frozen
 class RedisStreamsConfig:
     """``[redisstreams]``."""
@@ -53,13 +49,13 @@ class RedisStreamsConfig:
     prefix: str = "wisp:events:"
     #: Entries each shard stream keeps, about (``XADD MAXLEN ~``): the oldest go first,
     #: acked or not, so size it for the longest worker outage you want to survive.
-    maxlen: int = attrs.field(default=100_000, validator=_positive)
+    maxlen: int = attrs.field(default=100_000, validator=positive)
     #: Entries per ``XREADGROUP`` / ``XAUTOCLAIM`` and per publishing pipeline.
-    batch: int = attrs.field(default=200, validator=_positive)
+    batch: int = attrs.field(default=200, validator=positive)
     #: Milliseconds a read waits for new entries before looking again.
-    block_ms: int = attrs.field(default=1000, validator=_positive)
+    block_ms: int = attrs.field(default=1000, validator=positive)
     #: Dispatches queued in a gateway while Redis is away; more are dropped (logged).
-    buffer: int = attrs.field(default=100_000, validator=_positive)
+    buffer: int = attrs.field(default=100_000, validator=positive)
 
 
 _LEASE = """

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["CacheConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 @attrs.frozen
@@ -21,9 +18,9 @@ class CacheConfig:
     #: "memory": this process, LRU-bounded; "redis": the redis plugin's server, shared.
     backend: Literal["memory", "redis"] = "memory"
     #: The memory backend keeps at most this many entries, dropping the least recently used.
-    max_entries: int = attrs.field(default=10_000, validator=_positive)
+    max_entries: int = attrs.field(default=10_000, validator=positive)
     #: Seconds a value lives when ``set`` gives no ``ttl``; unset: until evicted or deleted.
-    default_ttl: float | None = attrs.field(default=None, validator=_positive)
+    default_ttl: float | None = attrs.field(default=None, validator=positive)
     #: Prefix of the Redis backend's keys (bots sharing one Redis use different ones).
     redis_prefix: str = "wisp:cache:"
     #: When Redis fails a read or a write: "miss" logs it and goes on as if the key

@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["ClusterConfig", "parse_range"]
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -23,11 +25,6 @@ def parse_range(text: str, what: str = "shards") -> tuple[int, int]:
     if last < first:
         raise ValueError(f"{what} {text!r} runs backwards: write {last}-{first}")
     return first, last
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError("must be greater than 0")
 
 
 def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -49,11 +46,11 @@ class ClusterConfig:
     enabled: bool | None = None
     #: Total shards; unset: Discord's recommendation (GET /gateway/bot) when the
     #: first generation is written.  Must match the active generation.
-    shard_count: int | None = attrs.field(default=None, validator=_positive)
+    shard_count: int | None = attrs.field(default=None, validator=positive)
     #: Shards per range (one process runs one range); unset: all shards in one range.
-    range_size: int | None = attrs.field(default=None, validator=_positive)
+    range_size: int | None = attrs.field(default=None, validator=positive)
     #: IDENTIFY buckets; unset: Discord's ``max_concurrency`` (GET /gateway/bot).
-    max_concurrency: int | None = attrs.field(default=None, validator=_positive)
+    max_concurrency: int | None = attrs.field(default=None, validator=positive)
     #: Static ownership: the shards this process runs, like ``"4-7"`` (also ``--shards``).
     shards: str | None = attrs.field(default=None, validator=_range)
     #: Static ownership by ordinal: this process runs range number ``ordinal``.
@@ -64,23 +61,23 @@ class ClusterConfig:
     #: Kubernetes StatefulSet pod name such as ``bot-2``; e.g. ``POD_NAME``).
     ordinal_env: str | None = None
     #: The generation this process joins (also ``--generation``); unset: the active one.
-    generation: int | None = attrs.field(default=None, validator=_positive)
+    generation: int | None = attrs.field(default=None, validator=positive)
     #: Seconds a range lease lives unless renewed (renewed every third of it).
-    lease_ttl: float = attrs.field(default=15.0, validator=_positive)
+    lease_ttl: float = attrs.field(default=15.0, validator=positive)
     #: How often a standby looks for a free range.
-    standby_poll: float = attrs.field(default=1.0, validator=_positive)
+    standby_poll: float = attrs.field(default=1.0, validator=positive)
     #: How often a process writes its shard states to Redis and reads the plan.
-    heartbeat_seconds: float = attrs.field(default=5.0, validator=_positive)
+    heartbeat_seconds: float = attrs.field(default=5.0, validator=positive)
     #: Seconds one IDENTIFY holds its bucket (Discord: 5).
-    identify_window: float = attrs.field(default=5.0, validator=_positive)
+    identify_window: float = attrs.field(default=5.0, validator=positive)
     #: Seconds added to the window against network and scheduling jitter.
     identify_margin: float = attrs.field(default=0.5, validator=_not_negative)
     #: Session starts to leave unspent: refuse to start when fewer would remain.
     session_reserve: int = attrs.field(default=0, validator=_not_negative)
     #: Seconds an event's identity is remembered while two generations overlap.
-    dedup_ttl: float = attrs.field(default=60.0, validator=_positive)
+    dedup_ttl: float = attrs.field(default=60.0, validator=positive)
     #: Seconds ``wisp cluster query`` waits for the answers.
-    query_timeout: float = attrs.field(default=5.0, validator=_positive)
+    query_timeout: float = attrs.field(default=5.0, validator=positive)
     #: Prefix of Redis keys and channels (bots sharing a Redis use different ones).
     prefix: str = "wisp:cluster:"
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 #: Intent names accepted in ``intents`` (discord.Intents flags).
 KNOWN_INTENTS = (
     "guilds",
@@ -36,11 +38,6 @@ def _intents(_: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
         raise ValueError(
             f"unknown intent(s) {', '.join(unknown)}; known: {', '.join(KNOWN_INTENTS)}"
         )
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError("must be greater than 0")
 
 
 def _url(*schemes: str) -> Any:
@@ -79,7 +76,7 @@ class DiscordConfig:
         validator=_intents,
     )
     #: Run an AutoShardedBot with this many shards (unset: one plain Bot).
-    shard_count: int | None = attrs.field(default=None, validator=_positive)
+    shard_count: int | None = attrs.field(default=None, validator=positive)
     #: The shards this process runs (unset: all of ``shard_count``).
     shard_ids: list[int] | None = attrs.field(default=None, validator=_shards)
     #: REST base, for a REST proxy in front of Discord (default: Discord's own,
@@ -90,12 +87,12 @@ class DiscordConfig:
     #: Sync slash commands to this guild only (instant, for development).
     sync_guild: int | None = None
     #: Seconds before a slow slash command is deferred ("thinking...").
-    defer_after: float = attrs.field(default=2.5, validator=_positive)
+    defer_after: float = attrs.field(default=2.5, validator=positive)
     #: Identical events in one channel within ``loop_window`` seconds that mark a loop.
-    loop_threshold: int = attrs.field(default=5, validator=_positive)
-    loop_window: float = attrs.field(default=10.0, validator=_positive)
+    loop_threshold: int = attrs.field(default=5, validator=positive)
+    loop_window: float = attrs.field(default=10.0, validator=positive)
     #: Minutes a guild stays in safe mode after a loop.
-    safe_mode_minutes: float = attrs.field(default=10.0, validator=_positive)
+    safe_mode_minutes: float = attrs.field(default=10.0, validator=positive)
 
     def __attrs_post_init__(self) -> None:
         if self.shard_ids is not None:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["DEFAULT_EVENTS", "EventsConfig"]
 
 #: Dispatches published by default: those Wisp's event router and commands use
@@ -32,11 +34,6 @@ PUBLISHABLE = frozenset(
         "MESSAGE_REACTION_REMOVE_EMOJI",
     }
 )
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _events(_: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -68,12 +65,12 @@ class EventsConfig:
     events: list[str] = attrs.field(factory=lambda: list(DEFAULT_EVENTS), validator=_events)
     #: Shard streams (unset: ``[discord] shard_count``, else 1).  Workers and
     #: gateways of one bot must agree.
-    shard_count: int | None = attrs.field(default=None, validator=_positive)
+    shard_count: int | None = attrs.field(default=None, validator=positive)
     #: Seconds a worker's claim on a shard stream lasts unless renewed; a crashed
     #: worker's shards (and their unacked events) go to another after this.
-    lease_seconds: float = attrs.field(default=10.0, validator=_positive)
+    lease_seconds: float = attrs.field(default=10.0, validator=positive)
     #: Events a worker handles at once (different guilds run concurrently, one
     #: guild's events one after another).
-    max_inflight: int = attrs.field(default=256, validator=_positive)
+    max_inflight: int = attrs.field(default=256, validator=positive)
     #: Seconds a worker reuses a guild snapshot before reading it again.
-    guild_refresh: float = attrs.field(default=60.0, validator=_positive)
+    guild_refresh: float = attrs.field(default=60.0, validator=positive)

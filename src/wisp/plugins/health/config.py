@@ -6,17 +6,14 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["HealthConfig"]
 
 
 def _port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be between 0 and 65535 (0: any free port)")
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _host(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -35,7 +32,7 @@ class HealthConfig:
     #: The port; 0 picks a free one (the service's ``address`` tells which).
     port: int = attrs.field(default=8090, validator=_port)
     #: Seconds each service's readiness check may take before it counts as not ready.
-    timeout: float = attrs.field(default=2.0, validator=_positive)
+    timeout: float = attrs.field(default=2.0, validator=positive)
     #: The ``wisp`` subcommands that serve the endpoint: the long-running ones.  A
     #: one-off command (``wisp audit list``) next to a running bot must not take
     #: its port.  An application started from code serves whenever ``http`` is on.

@@ -6,12 +6,9 @@ from typing import Any, Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["IdempotencyConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -26,9 +23,9 @@ class IdempotencyConfig:
     #: "sql": the storage plugin's database (SQLite or PostgreSQL); "redis": the redis plugin's.
     backend: Literal["sql", "redis"] = "sql"
     #: How long a completed operation's result answers repeats (and a failed one is kept).
-    ttl_seconds: float = attrs.field(default=86_400.0, validator=_positive)
+    ttl_seconds: float = attrs.field(default=86_400.0, validator=positive)
     #: How long a claim holds without a heartbeat: past it, a crashed owner's key is taken over.
-    lease_seconds: float = attrs.field(default=60.0, validator=_positive)
+    lease_seconds: float = attrs.field(default=60.0, validator=positive)
     #: Renew a running claim every lease_seconds / 3 while its operation runs.
     heartbeat: bool = True
     #: Seconds between scheduled cleanups of expired keys (the jobs plugin's scheduler); 0: off.

@@ -6,15 +6,12 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 
 def _hex_key(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if value and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
         raise ValueError("must be the application's public key: 64 hex characters")
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
 
 
 def _before_deadline(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -35,8 +32,8 @@ class InteractionsConfig:
     #: The URL path Discord posts to (Developer Portal: Interactions Endpoint URL).
     path: str = "/interactions"
     #: Seconds a signature timestamp may be off (older requests are replays: 401).
-    max_age: float = attrs.field(default=300.0, validator=_positive)
+    max_age: float = attrs.field(default=300.0, validator=positive)
     #: Seconds before an unanswered interaction is deferred (type 5, 6 for clicks).
     defer_after: float = attrs.field(default=2.5, validator=_before_deadline)
     #: Interaction ids remembered per replica when the idempotency plugin is off.
-    dedupe_size: int = attrs.field(default=10_000, validator=_positive)
+    dedupe_size: int = attrs.field(default=10_000, validator=positive)

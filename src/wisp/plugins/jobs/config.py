@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["JobsConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 @attrs.frozen
@@ -23,20 +20,20 @@ class JobsConfig:
     #: Queues a worker takes jobs from when ``--queues`` is not given.
     queues: list[str] = attrs.field(factory=lambda: ["default"])
     #: Jobs a worker runs at once when ``--concurrency`` is not given.
-    concurrency: int = attrs.field(default=10, validator=_positive)
+    concurrency: int = attrs.field(default=10, validator=positive)
     #: How long a claimed job is a worker's before others may take it again.
-    lease_seconds: float = attrs.field(default=60.0, validator=_positive)
+    lease_seconds: float = attrs.field(default=60.0, validator=positive)
     #: How often a worker renews its leases (well inside ``lease_seconds``).
-    heartbeat_seconds: float = attrs.field(default=15.0, validator=_positive)
+    heartbeat_seconds: float = attrs.field(default=15.0, validator=positive)
     #: How long an idle worker waits before looking again (notifications wake it sooner).
-    poll_seconds: float = attrs.field(default=1.0, validator=_positive)
+    poll_seconds: float = attrs.field(default=1.0, validator=positive)
     #: Attempts for job types that do not set ``max_attempts``.
-    max_attempts: int = attrs.field(default=5, validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=positive)
     #: Retry backoff: ``backoff_seconds * 2**(attempt-1)``, capped, with full jitter.
-    backoff_seconds: float = attrs.field(default=1.0, validator=_positive)
-    max_backoff_seconds: float = attrs.field(default=300.0, validator=_positive)
+    backoff_seconds: float = attrs.field(default=1.0, validator=positive)
+    max_backoff_seconds: float = attrs.field(default=300.0, validator=positive)
     #: On SIGTERM, how long running jobs may take to finish before they are released.
-    shutdown_seconds: float = attrs.field(default=30.0, validator=_positive)
+    shutdown_seconds: float = attrs.field(default=30.0, validator=positive)
     #: Run the scheduler in workers (each firing is enqueued once, whatever the count).
     scheduler: bool = True
     #: Key prefix of the Redis backend (bots sharing one Redis use different ones).

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["LocksConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 @attrs.frozen
@@ -25,9 +22,9 @@ class LocksConfig:
     #: (bots sharing one Redis or database use different ones).
     prefix: str = "wisp:locks:"
     #: Lease length when ``acquire`` is given no ``ttl``.
-    default_ttl: float = attrs.field(default=30.0, validator=_positive)
+    default_ttl: float = attrs.field(default=30.0, validator=positive)
     #: Longest a waiter sleeps before looking again when no release woke it (a
     #: lost wake-up, or a holder that died and whose lease ran out).
-    recheck_seconds: float = attrs.field(default=1.0, validator=_positive)
+    recheck_seconds: float = attrs.field(default=1.0, validator=positive)
     #: PostgreSQL: connections this process keeps for held locks and waiters.
-    sql_pool_size: int = attrs.field(default=10, validator=_positive)
+    sql_pool_size: int = attrs.field(default=10, validator=positive)

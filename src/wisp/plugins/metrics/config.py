@@ -6,12 +6,9 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["MetricsConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 def _relative(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
@@ -30,6 +27,6 @@ class MetricsConfig:
     #: Write snapshots that ``wisp metrics`` reads: while ``wisp run`` serves, every
     #: ``snapshot_seconds``, and when any started application stops.
     snapshot: bool = True
-    snapshot_seconds: float = attrs.field(default=5.0, validator=_positive)
+    snapshot_seconds: float = attrs.field(default=5.0, validator=positive)
     #: Where the snapshots go, relative to the project directory.
     snapshot_dir: str = attrs.field(default=".wisp/metrics", validator=_relative)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import attrs
 
 import wisp
+from wisp.config import positive
 from wisp.plugins.ratelimit.guildlimits import GuildLimits
 from wisp.plugins.ratelimit.limits import Limit, LimitError, parse_limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
@@ -39,18 +40,13 @@ WISP_PLUGIN = wisp.PluginMetadata(
 )
 
 
-def _positive(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-
-
 @attrs.frozen
 class RateLimitConfig:
     """``[ratelimit]``."""
 
     backend: Literal["memory", "redis"] = "memory"
     #: Most buckets the memory backend keeps (least recently used go first).
-    max_keys: int = attrs.field(default=100_000, validator=_positive)
+    max_keys: int = attrs.field(default=100_000, validator=positive)
     #: When Redis fails: "open" lets calls through, "closed" refuses them (logged either way).
     on_redis_error: Literal["open", "closed"] = "open"
     #: Limits for commands that declare none.

@@ -32,6 +32,7 @@ import attrs
 from loguru import logger
 
 import wisp
+from wisp.config import positive
 from wisp.errors import NotFound, PermissionDenied, UserError
 from wisp.plugins.resilience.api import (
     AsyncFn,
@@ -91,11 +92,6 @@ def _zero_is_none(value: Any) -> Any:
     return None if value == 0 and not isinstance(value, bool) else value
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
-
-
 @attrs.frozen(kw_only=True)
 class BreakerConfig(PatternConfig):
     #: Consecutive failures that open the breaker; 0 or None turns the count off
@@ -106,17 +102,17 @@ class BreakerConfig(PatternConfig):
     #: Failure rate over the window (0-1] that opens it, once ``min_calls`` are in it.
     failure_rate: float | None = attrs.field(default=None, validator=_rate)
     #: A call slower than this counts as slow.
-    slow_call_seconds: float | None = attrs.field(default=None, validator=_positive)
+    slow_call_seconds: float | None = attrs.field(default=None, validator=positive)
     #: Slow-call rate over the window (0-1] that opens it.
     slow_call_rate: float | None = attrs.field(default=None, validator=_rate)
     #: Calls in the count-based window.
     window: int = attrs.field(default=100, validator=_at_least_one)
     #: Seconds in a time-based window instead (whole seconds, at least 1).
-    window_seconds: float | None = attrs.field(default=None, validator=_positive)
+    window_seconds: float | None = attrs.field(default=None, validator=positive)
     #: Fewest calls in the window before a rate is judged.
     min_calls: int = attrs.field(default=10, validator=_at_least_one)
     #: How long it stays open before probing.
-    open_seconds: float = attrs.field(default=30.0, validator=_positive)
+    open_seconds: float = attrs.field(default=30.0, validator=positive)
     #: Probes let through while half-open; all must succeed to close.
     half_open_calls: int = attrs.field(default=1, validator=_at_least_one)
     mode: Literal["normal", "forced_open", "disabled", "metrics_only"] = "normal"

@@ -6,12 +6,9 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["RestLimitsConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"must be greater than 0, not {value!r}")
 
 
 def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -30,13 +27,13 @@ class RestLimitsConfig:
     #: Prefix of the Redis keys (a hash of the token follows, never the token).
     prefix: str = "wisp:rest:"
     #: Discord's global limit: requests per second for one bot token.
-    global_per_second: int = attrs.field(default=50, validator=_positive)
+    global_per_second: int = attrs.field(default=50, validator=positive)
     #: Seconds kept between one window and the next (the global second, a
     #: bucket's window): requests granted at the edge of a window reach Discord
     #: a little later and unevenly.  Raise it on a loaded host or a slow network.
     margin: float = attrs.field(default=0.1, validator=_not_negative)
     #: Discord's budget of invalid requests (401, 403, 429) per 10 minutes per IP.
-    invalid_limit: int = attrs.field(default=10_000, validator=_positive)
+    invalid_limit: int = attrs.field(default=10_000, validator=positive)
     #: Hold every request once this many invalid requests were counted in the
     #: last 10 minutes (0: no guard).  Exhausting the budget bans the IP for an hour.
     invalid_backoff_at: int = attrs.field(default=5_000, validator=_not_negative)
@@ -47,7 +44,7 @@ class RestLimitsConfig:
     #: after its Retry-After; 0: raise at once, as discord.py does.
     proxy_retries: int = attrs.field(default=3, validator=_not_negative)
     #: A proxy 429 asking for a longer wait than this is raised, not waited out.
-    proxy_max_wait: float = attrs.field(default=30.0, validator=_positive)
+    proxy_max_wait: float = attrs.field(default=30.0, validator=positive)
 
     def __attrs_post_init__(self) -> None:
         if self.invalid_backoff_at >= self.invalid_limit:

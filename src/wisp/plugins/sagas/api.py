@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from wisp.config import positive
+
 if TYPE_CHECKING:
     from loguru import Logger
 
@@ -101,11 +103,6 @@ def step_key(run_id: str, index: int, name: str, *, compensation: bool = False) 
     return f"{run_id}:{index}:{name}" + (":undo" if compensation else "")
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
-
-
 @attrs.frozen
 class Step:
     """One step: ``action``, and ``compensate`` to undo it after a later step gave up.
@@ -123,12 +120,12 @@ class Step:
     name: str
     action: Action
     compensate: Action | None = None
-    attempts: int | None = attrs.field(default=None, validator=_positive)
-    backoff: float | None = attrs.field(default=None, validator=_positive)
-    max_backoff: float | None = attrs.field(default=None, validator=_positive)
-    timeout: float | None = attrs.field(default=None, validator=_positive)
+    attempts: int | None = attrs.field(default=None, validator=positive)
+    backoff: float | None = attrs.field(default=None, validator=positive)
+    max_backoff: float | None = attrs.field(default=None, validator=positive)
+    timeout: float | None = attrs.field(default=None, validator=positive)
     policy: str | None = None
-    compensation_attempts: int | None = attrs.field(default=None, validator=_positive)
+    compensation_attempts: int | None = attrs.field(default=None, validator=positive)
     compensate_on_failure: bool = False
 
     def __attrs_post_init__(self) -> None:

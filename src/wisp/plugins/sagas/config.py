@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
+from wisp.config import positive
+
 __all__ = ["SagasConfig"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0")
 
 
 @attrs.frozen
@@ -21,24 +18,24 @@ class SagasConfig:
     #: "sql": the storage plugin's database (SQLite or PostgreSQL); "redis": the redis plugin's.
     backend: Literal["sql", "redis"] = "sql"
     #: How long a run is its owner's without a heartbeat before recovery may take it.
-    lease_seconds: float = attrs.field(default=30.0, validator=_positive)
+    lease_seconds: float = attrs.field(default=30.0, validator=positive)
     #: How often an owner renews its lease (well inside ``lease_seconds``).
-    heartbeat_seconds: float = attrs.field(default=10.0, validator=_positive)
+    heartbeat_seconds: float = attrs.field(default=10.0, validator=positive)
     #: How often the recovery scan looks for runs whose owner was lost.
-    recovery_seconds: float = attrs.field(default=60.0, validator=_positive)
+    recovery_seconds: float = attrs.field(default=60.0, validator=positive)
     #: Attempts of a step that does not set its own.
-    attempts: int = attrs.field(default=3, validator=_positive)
+    attempts: int = attrs.field(default=3, validator=positive)
     #: Attempts of a compensation that does not set its own.
-    compensation_attempts: int = attrs.field(default=5, validator=_positive)
+    compensation_attempts: int = attrs.field(default=5, validator=positive)
     #: Retry backoff: ``backoff_seconds * 2**(attempt-1)``, capped, with full jitter.
-    backoff_seconds: float = attrs.field(default=1.0, validator=_positive)
-    max_backoff_seconds: float = attrs.field(default=60.0, validator=_positive)
+    backoff_seconds: float = attrs.field(default=1.0, validator=positive)
+    max_backoff_seconds: float = attrs.field(default=60.0, validator=positive)
     #: A step (or compensation) whose process died this many times while it ran
     #: is given up: the run compensates (or needs attention), instead of
     #: crashing every process that recovers it.
-    max_interruptions: int = attrs.field(default=5, validator=_positive)
+    max_interruptions: int = attrs.field(default=5, validator=positive)
     #: Finished runs older than this many hours are deleted by the cleanup schedule.
-    retention_hours: float = attrs.field(default=24.0 * 7, validator=_positive)
+    retention_hours: float = attrs.field(default=24.0 * 7, validator=positive)
     #: Run sagas on job workers when the jobs plugin is loaded (else in the
     #: process that started them, as background tasks).
     use_jobs: bool = True

@@ -6,10 +6,7 @@ from typing import Any
 
 import attrs
 
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
+from wisp.config import positive
 
 
 def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -35,11 +32,11 @@ class StorageConfig:
     )
     #: PostgreSQL schema for every table (sets ``search_path``); empty: the default.
     schema: str = ""
-    pool_size: int = attrs.field(default=5, validator=_positive)
+    pool_size: int = attrs.field(default=5, validator=positive)
     max_overflow: int = attrs.field(default=10, validator=_not_negative)
-    pool_timeout: float = attrs.field(default=30.0, validator=_positive)
+    pool_timeout: float = attrs.field(default=30.0, validator=positive)
     #: Seconds a SQLite writer waits for a lock before failing.
-    sqlite_busy_timeout: float = attrs.field(default=30.0, validator=_positive)
+    sqlite_busy_timeout: float = attrs.field(default=30.0, validator=positive)
     echo: bool = False
     #: Apply pending migrations at start-up.  Unset: only on the embedded default.
     auto_migrate: bool | None = None

@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from wisp.config import positive
+
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 #: discord.py's ``Webhook.from_url`` shape (discord.com, discordapp.com, canary, ptb).
 URL = re.compile(
@@ -31,11 +33,6 @@ def _levels(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> 
         raise ValueError(f"{bad!r}: not levels ({', '.join(LEVELS)})")
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-
-
 def _embeds(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if not 1 <= value <= 10:
         raise ValueError("must be between 1 and 10 (Discord's limit per message)")
@@ -57,14 +54,14 @@ class WebhookLogConfig:
     #: Further levels delivered although below ``level`` (``["SUCCESS"]``).
     also: list[str] = attrs.field(factory=list, validator=_levels)
     #: Wait this long after a record for others to send them in one message.
-    batch_seconds: float = attrs.field(default=2.0, validator=_positive)
+    batch_seconds: float = attrs.field(default=2.0, validator=positive)
     #: Records per message (one embed each).
     max_embeds: int = attrs.field(default=10, validator=_embeds)
     #: Messages per minute (Discord: 30 per minute per channel, 5 per 2 seconds).
     per_minute: int = attrs.field(default=25, validator=_per_minute)
     #: Records waiting at most; beyond, new ones are dropped and counted.
-    max_queue: int = attrs.field(default=200, validator=_positive)
+    max_queue: int = attrs.field(default=200, validator=positive)
     #: The name the messages are posted under.
     username: str = "wisp logs"
     #: On stop, wait at most this long to deliver what is queued.
-    flush_seconds: float = attrs.field(default=5.0, validator=_positive)
+    flush_seconds: float = attrs.field(default=5.0, validator=positive)
