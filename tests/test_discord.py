@@ -238,7 +238,9 @@ async def test_auto_sharded_bot_runs_two_shards_of_four(wisp_project, wisp_offli
     app = make_app(wisp_project, "shard_count = 4\nshard_ids = [0, 1]\n")
     bot = await wisp_offline(app, fake=fake)
     discord_bot = bot.service.bot
-    assert type(discord_bot).__name__ == "AutoShardedBot"
+    from discord.ext import commands
+
+    assert isinstance(discord_bot, commands.AutoShardedBot)
     assert sorted(discord_bot.shards) == [0, 1]
     assert sorted(g.name for g in discord_bot.guilds) == ["shard 0", "shard 1"]
     answer = await bot.slash("roll", {"sides": 4}, guild_id=guilds[1].id)

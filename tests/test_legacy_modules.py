@@ -13,6 +13,7 @@ from typing import Any, Set
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from wisp.plugins.modules import Module
 
@@ -60,6 +61,12 @@ class Greeter(Module):
 
         bot.add_listener(on_message, "on_message")
 
+        @commands.command(name="legacyping")
+        async def legacyping(ctx: commands.Context) -> None:
+            await ctx.send("legacy pong")
+
+        bot.add_command(legacyping)
+
     async def teardown(self, bot: Any, ctx: Any) -> None:
         EVENTS.append("teardown greeter")
 
@@ -99,6 +106,9 @@ async def test_a_legacy_module_works_unchanged(wisp_project, wisp_offline, log_l
     assert answer.replies == ["hello bo (#2)"]
     answer = await bot.say("legacy?")
     assert answer.replies == ["still here"]
+    # discord.py's own prefix commands (the bot's mention) run beside Wisp's router
+    answer = await bot.say(f"<@{bot.fake.bot.id}> legacyping")
+    assert answer.replies == ["legacy pong"]
     await bot.stop()
     assert legacy_bot.EVENTS[-1] == "teardown greeter"
 

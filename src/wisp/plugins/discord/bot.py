@@ -51,6 +51,29 @@ class _WispTree(app_commands.CommandTree):
         return data.get("name") not in self.service.roots
 
 
+class _MessagesOnce:
+    """discord.py's ``Bot.on_message`` runs ``process_commands`` (a task, a
+    ``Context``, a prefix lookup) for every message even when no ``ext.commands``
+    command exists.  Wisp's bot handles a message in that one task and asks
+    discord.py's command machinery only once a plugin has added commands to it."""
+
+    wisp_on_message: Callable[[discord.Message], Coroutine[Any, Any, None]]
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.wisp_on_message(message)
+        bot: Any = self
+        if bot.all_commands:
+            await bot.process_commands(message)
+
+
+class _Bot(_MessagesOnce, commands.Bot):
+    pass
+
+
+class _ShardedBot(_MessagesOnce, commands.AutoShardedBot):
+    pass
+
+
 class DiscordService(wisp.BaseService):
     """Builds the bot, connects it, and turns Discord traffic into Wisp invocations."""
 
@@ -97,7 +120,7 @@ class DiscordService(wisp.BaseService):
             "help_command": None,
             "tree_cls": lambda client: _WispTree(client, self),
         }
-        bot: commands.Bot | commands.AutoShardedBot
+        bot: _Bot | _ShardedBot
         if self.offline:
             # The fake sends every guild at once: no need to wait for more.
             kwargs["guild_ready_timeout"] = 0.1
@@ -107,10 +130,11 @@ class DiscordService(wisp.BaseService):
                 kwargs["shard_ids"] = cfg.shard_ids
         kwargs.update(self._plugin_options())
         if kwargs.get("shard_count") is not None:
-            bot = commands.AutoShardedBot(**kwargs)
+            bot = _ShardedBot(**kwargs)
         else:
             kwargs.pop("shard_count", None)
-            bot = commands.Bot(**kwargs)
+            bot = _Bot(**kwargs)
+        bot.wisp_on_message = self.on_message
         if self.offline:
 
             async def identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
@@ -122,7 +146,6 @@ class DiscordService(wisp.BaseService):
         ):
             pass
         bot.add_listener(self.on_interaction, "on_interaction")
-        bot.add_listener(self.on_message, "on_message")
         for discord_event, (wisp_event, shape) in EVENTS.items():
             bot.add_listener(self._router_for(wisp_event, shape), discord_event)
         return bot
