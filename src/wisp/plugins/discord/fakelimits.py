@@ -158,7 +158,7 @@ class FakeRestLimits:
                 "X-RateLimit-Limit": str(limit),
                 "X-RateLimit-Remaining": str(max(remaining, 0)),
                 # Rounded up: a client that trusts it never comes back early.
-                "X-RateLimit-Reset-After": f"{math.ceil(reset_after * 1000) / 1000:.3f}",
+                "X-RateLimit-Reset-After": f"{_ceil_ms(reset_after):.3f}",
                 "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
             }
         )
@@ -173,7 +173,7 @@ class FakeRestLimits:
     def _limited(
         self, verdict: Verdict, scope: str, retry_after: float, *, globally: bool = False
     ) -> Verdict:
-        retry_after = math.ceil(retry_after * 1000) / 1000
+        retry_after = _ceil_ms(retry_after)
         verdict.status = 429
         verdict.scope = scope
         verdict.body = {
@@ -218,3 +218,10 @@ class FakeRestLimits:
     @staticmethod
     def dumps(body: Any) -> bytes:
         return (body if isinstance(body, str) else json.dumps(body)).encode()
+
+
+def _ceil_ms(seconds: float) -> float:
+    """``seconds`` rounded up to the millisecond, as Discord sends it; float noise
+    (``now + 30 - now`` is not always 30) first rounded away, so a full window
+    reads 30.000, not 30.001."""
+    return math.ceil(round(seconds * 1000, 6)) / 1000

@@ -15,7 +15,10 @@ class MemoryBackend:
     """Theoretical arrival times per bucket, least recently used evicted first.
 
     No lock: between reading and writing the buckets there is no ``await``,
-    so on one event loop a check is atomic.
+    so on one event loop a check is atomic.  A call is allowed while its bucket's
+    arrival time is at most ``period - interval`` (the burst) ahead of now,
+    compared as that difference: ``now + 60 - 60`` is not always ``now`` in
+    floating point, and a fresh ``1/60s`` bucket once refused its first call.
     """
 
     def __init__(self, max_keys: int = 100_000, clock: object = time.monotonic) -> None:
@@ -31,9 +34,9 @@ class MemoryBackend:
             name, limit = buckets[0]
             current = tat.get(name, now)
             base = current if current > now else now
-            allow_at = base + limit.interval - limit.period
-            if allow_at > now:
-                return allow_at - now
+            early = (base - now) - (limit.period - limit.interval)
+            if early > 0.0:
+                return early
             tat[name] = base + limit.interval
             tat.move_to_end(name)
             if len(tat) > self.max_keys:
@@ -45,9 +48,9 @@ class MemoryBackend:
             interval = limit.interval
             current = tat.get(name, now)
             base = current if current > now else now
-            allow_at = base + interval - limit.period
-            if allow_at > now:
-                wait = max(wait, allow_at - now)
+            early = (base - now) - (limit.period - interval)
+            if early > 0.0:
+                wait = max(wait, early)
             updates.append((name, base + interval))
         if wait > 0.0:
             return wait  # rejected: no bucket pays for it
