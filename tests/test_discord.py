@@ -633,6 +633,34 @@ async def test_online_bot_uses_the_configured_rest_and_gateway_urls(wisp_project
     assert Route.BASE == "https://discord.com/api/v10"
 
 
+async def test_a_bot_that_never_gets_ready_stops_after_ready_timeout(wisp_project):
+    """Every IDENTIFY refused (the day's session starts spent): start-up gives up
+    after ``[discord] ready_timeout`` and says which key to raise."""
+    from wisp.plugins.discord import enable
+
+    async with FakeDiscord(session_start_remaining=0) as fake:
+        app = make_app(
+            wisp_project,
+            f'token = "any"\napi_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
+            "ready_timeout = 1.5\n",
+        )
+        app.configure()
+        service = enable(app, offline=False)
+        assert service.ready_timeout() == 1.5
+        with pytest.raises(
+            wisp.PluginError,
+            match=r"service 'discord' \(plugin 'discord'\) failed to start: ExternalServiceError: "
+            r"Discord did not get ready within 1.5s \(raise \[discord\] ready_timeout",
+        ):
+            await app.start()
+        assert fake.identify_rejections  # it did try
+    default = make_app(wisp_project, "shard_count = 4\nshard_ids = [1, 2]\n")
+    default.configure()
+    service = enable(default, offline=True)
+    service.bot = service.build()
+    assert service.ready_timeout() == 72.0  # 60 s and 6 s for each of its 2 shards
+
+
 def test_bad_proxy_urls_name_the_key(wisp_project):
     wisp_project.write("wisp.toml", '[discord]\ngateway_url = "http://gw"\n')
     with pytest.raises(

@@ -208,19 +208,34 @@ class DiscordService(wisp.BaseService):
         bot.add_listener(_set_on_ready(ready), "on_ready")
         self._task = asyncio.create_task(bot.connect(reconnect=not self.offline))
         waiter = asyncio.create_task(ready.wait())
+        limit = self.ready_timeout()
         done, _ = await asyncio.wait(
-            {self._task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED
+            {self._task, waiter}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
         )
         if waiter not in done:
             waiter.cancel()
             error = self._task.exception() if self._task in done else None
             await self.stop()
+            if error is None:
+                raise wisp.ExternalServiceError(
+                    detail=f"Discord did not get ready within {limit:g}s "
+                    "(raise [discord] ready_timeout when many shards queue to identify)"
+                )
             raise wisp.ExternalServiceError(detail=f"Discord did not get ready: {error!r}")
         assert bot.user is not None
         self.router.bot_user_id = bot.user.id
         logger.info("connected to Discord as {} ({} guilds)", bot.user, len(bot.guilds))
         await self.sync(payload)
         await super().start()
+
+    def ready_timeout(self) -> float:
+        """``[discord] ready_timeout``, else 60 s plus 6 s per shard this process runs."""
+        if self.config.ready_timeout is not None:
+            return self.config.ready_timeout
+        bot: Any = self.bot
+        ids = getattr(bot, "shard_ids", None)
+        shards = len(ids) if ids else getattr(bot, "shard_count", None) or 1
+        return 60.0 + 6.0 * shards
 
     async def stop(self) -> None:
         if self.bot is not None:

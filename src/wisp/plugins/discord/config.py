@@ -84,6 +84,10 @@ class DiscordConfig:
     api_url: str | None = attrs.field(default=None, validator=_url("http", "https"))
     #: Gateway address, for a gateway proxy (default: Discord's own).
     gateway_url: str | None = attrs.field(default=None, validator=_url("ws", "wss"))
+    #: Seconds ``wisp run`` waits for every shard of this process to be READY
+    #: before it gives up.  Unset: 60 plus 6 per shard it runs (Discord spaces
+    #: IDENTIFYs 5 s apart per bucket, and processes sharing a token queue).
+    ready_timeout: float | None = attrs.field(default=None, validator=positive)
     #: Sync slash commands to this guild only (instant, for development).
     sync_guild: int | None = None
     #: Seconds before a slow slash command is deferred ("thinking...").
