@@ -112,7 +112,7 @@ async def test_code_uses_a_policy_from_the_service_and_plugins_declare_policies(
     [
         (
             '[[resilience.policies.api]]\npattern = "breaker"\nfailure_rate = 2.0\n',
-            "resilience.policies.api[0].failure_rate: failure_rate must be in (0, 1]; got 2.0 (at ",
+            "resilience.policies.api[0].failure_rate: must be in (0, 1]; got 2.0 (at ",
         ),
         (
             '[[resilience.policies.api]]\npattern = "breaker"\nfailure_rate = 2.0\n',
