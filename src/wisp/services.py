@@ -148,6 +148,15 @@ class ServiceRegistry:
             try:
                 await entry.service.start()
             except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    # Cancelled half-way (a stop during start-up): it may hold
+                    # connections or tasks already, and only its stop() knows them.
+                    try:
+                        await entry.service.stop()
+                    except Exception:
+                        logger.exception(
+                            "service {} (plugin {}) failed to stop", name, entry.plugin
+                        )
                 await self.stop_all()
                 if isinstance(exc, Exception):
                     raise PluginError(
@@ -160,12 +169,14 @@ class ServiceRegistry:
     async def stop_all(self) -> None:
         """Stop started services in reverse order; log, never raise, on failure."""
         while self._started:
-            name = self._started.pop()
-            entry = self._entries[name]
-            try:
-                await entry.service.stop()
-            except Exception:
-                logger.exception("service {} (plugin {}) failed to stop", name, entry.plugin)
+            await self._stop(self._started.pop())
+
+    async def _stop(self, name: str) -> None:
+        entry = self._entries[name]
+        try:
+            await entry.service.stop()
+        except Exception:
+            logger.exception("service {} (plugin {}) failed to stop", name, entry.plugin)
 
     async def health_all(self, timeout: float = 5.0) -> dict[str, Health]:
         """Ask every service for its health; a raise or a timeout is unhealthy."""
