@@ -178,23 +178,81 @@ def wisp_exe() -> str:
 
 
 PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
+
+#: A service variable's probe result, once per test process: "" or the error.
+_PROBED: dict[str, str] = {}
+
+
+def _reachable(variable: str, service: str, url: str, probe: Callable[[str], None]) -> str:
+    """``url`` once ``probe`` reached it; the first probe's result is kept, so each
+    test does not reconnect (nor wait out a timeout) just to check."""
+    if variable not in _PROBED:
+        try:
+            probe(url)
+        except Exception as exc:
+            _PROBED[variable] = repr(exc)
+        else:
+            _PROBED[variable] = ""
+    if _PROBED[variable]:
+        pytest.fail(f"{variable} is set but {service} is unreachable: {_PROBED[variable]}")
+    return url
+
+
+def _ping_redis(url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5) as client:
+        client.ping()
+
+
+def _connect_postgresql(url: str) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import asyncpg
+
+    async def connect() -> None:
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        await (await asyncpg.connect(dsn, timeout=5)).close()
+
+    # A loop of its own, in a thread: async tests ask for the fixture in a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(connect())).result()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """``WISP_TEST_REDIS_URL``: skipped when unset, failed when set but unreachable."""
+    if not REDIS_URL:
+        pytest.skip("WISP_TEST_REDIS_URL is not set")
+    return _reachable("WISP_TEST_REDIS_URL", "Redis", REDIS_URL, _ping_redis)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """``WISP_TEST_DATABASE_URL`` (``postgresql+asyncpg://``): skipped when unset,
+    failed when set but unreachable."""
+    if not PG_URL:
+        pytest.skip("WISP_TEST_DATABASE_URL is not set")
+    return _reachable("WISP_TEST_DATABASE_URL", "PostgreSQL", PG_URL, _connect_postgresql)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request, project):
-    """A database URL and schema for one test: a SQLite file, or a fresh PG schema."""
+    """A database URL and schema for one test: a SQLite file, or a fresh PG schema
+    (``pg_url``: skipped when unset, failed when unreachable)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{project.root / 'test.sqlite3'}", ""
         return
-    if not PG_URL:
-        pytest.skip("WISP_TEST_DATABASE_URL is not set")
+    url = request.getfixturevalue("pg_url")
     import asyncpg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
-        yield PG_URL, schema
+        yield url, schema
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()

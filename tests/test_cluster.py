@@ -35,33 +35,14 @@ from wisp.plugins.discord.fake import FakeDiscord, FakeGuild, guild_id_for_shard
 
 pytestmark = pytest.mark.needs_plugin("cluster", "discord", "storage", "redis")
 
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
-PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
 WISP = str(Path(sys.executable).parent / "wisp")
 
 
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
-    return REDIS_URL
-
-
-async def _pg_schema(stack: contextlib.AsyncExitStack) -> str:
-    if not PG_URL:
-        pytest.skip("WISP_TEST_DATABASE_URL is not set")
+async def _pg_schema(stack: contextlib.AsyncExitStack, pg_url: str) -> str:
     import asyncpg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}")
+    conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     stack.push_async_callback(conn.close)
     stack.push_async_callback(conn.execute, f"DROP SCHEMA {schema} CASCADE")
     await conn.execute(f"CREATE SCHEMA {schema}")
@@ -177,6 +158,8 @@ class Cluster:
 async def cluster(
     tmp_path: Path,
     *,
+    redis_url: str,
+    pg_url: str,
     fake: FakeDiscord,
     cluster_toml: str,
     jobs: bool = False,
@@ -185,9 +168,8 @@ async def cluster(
     is killed and every key deleted at the end."""
     import redis.asyncio as aioredis
 
-    redis_url = _need_redis()
     async with contextlib.AsyncExitStack() as stack:
-        schema = await _pg_schema(stack)
+        schema = await _pg_schema(stack, pg_url)
         client = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(client.aclose)
         prefix = f"wisp:test:{uuid.uuid4().hex[:8]}:"
@@ -207,7 +189,7 @@ async def cluster(
             autoload = false
             plugins = {json.dumps(plugins)}
             [storage]
-            url = "{PG_URL}"
+            url = "{pg_url}"
             schema = "{schema}"
             [redis]
             url = "{redis_url}"
@@ -262,13 +244,17 @@ def _bucket_fake(shards: int, concurrency: int, window: float, **kwargs: Any) ->
 
 
 @pytest.mark.slow
-async def test_four_processes_of_four_shards_identify_without_invalid_sessions(tmp_path):
+async def test_four_processes_of_four_shards_identify_without_invalid_sessions(
+    tmp_path, redis_url, pg_url
+):
     """16 shards, max concurrency 4, buckets enforced (a 2 s window here; Discord's is
     5 s): one Redis key per bucket keeps every IDENTIFY legal; then admin queries
     reach every process."""
     fake = _bucket_fake(16, 4, 2.0)
     toml = "range_size = 4\nidentify_window = 2.0\n"
-    async with cluster(tmp_path, fake=fake, cluster_toml=toml) as c:
+    async with cluster(
+        tmp_path, redis_url=redis_url, pg_url=pg_url, fake=fake, cluster_toml=toml
+    ) as c:
         procs = [await c.spawn() for _ in range(4)]
         expected: dict[str, int | None] = {f"{a}-{a + 3}": None for a in range(0, 16, 4)}
         ready = await c.until(lambda: c.ranges_ready(1, expected), "16 shards READY", 150)
@@ -303,12 +289,16 @@ async def test_four_processes_of_four_shards_identify_without_invalid_sessions(t
 
 
 @pytest.mark.slow
-async def test_standby_takes_a_killed_owners_range_and_target_shard_jobs_run_once(tmp_path):
+async def test_standby_takes_a_killed_owners_range_and_target_shard_jobs_run_once(
+    tmp_path, redis_url, pg_url
+):
     """SIGKILL: the standby takes the range once the lease lapses; SIGTERM: the lease
     is released at once (that owner's lease is 600 s: only a release frees it)."""
     fake = _bucket_fake(4, 4, 0.3)
     toml = "shard_count = 4\nrange_size = 2\nidentify_window = 0.3\nidentify_margin = 0.1\n"
-    async with cluster(tmp_path, fake=fake, cluster_toml=toml, jobs=True) as c:
+    async with cluster(
+        tmp_path, redis_url=redis_url, pg_url=pg_url, fake=fake, cluster_toml=toml, jobs=True
+    ) as c:
         short = {"WISP_CLUSTER__LEASE_TTL": "2"}
         first = await c.spawn(**short)
         second = await c.spawn(WISP_CLUSTER__LEASE_TTL="600")
@@ -382,11 +372,15 @@ async def _any(c: Cluster, predicate: Callable[[dict[str, Any]], bool]) -> bool:
 
 
 @pytest.mark.slow
-async def test_resharding_flips_generations_and_handles_an_overlapping_event_once(tmp_path):
+async def test_resharding_flips_generations_and_handles_an_overlapping_event_once(
+    tmp_path, redis_url, pg_url
+):
     guild = FakeGuild(id=guild_id_for_shard(0, 4))
     fake = _bucket_fake(2, 2, 0.3, guilds=[guild])
     toml = "range_size = 2\nidentify_window = 0.3\nidentify_margin = 0.1\n"
-    async with cluster(tmp_path, fake=fake, cluster_toml=toml) as c:
+    async with cluster(
+        tmp_path, redis_url=redis_url, pg_url=pg_url, fake=fake, cluster_toml=toml
+    ) as c:
         old = await c.spawn()
         await c.until(lambda: c.ranges_ready(1, {"0-1": old.pid}), "generation 1 READY")
         code, out, err = await c.cli("cluster", "reshard", "--shard-count", "4")
@@ -432,9 +426,15 @@ async def _overlap_seen(c: Cluster) -> bool:
 
 
 @pytest.mark.slow
-async def test_a_spent_session_budget_stops_before_any_identify(tmp_path):
+async def test_a_spent_session_budget_stops_before_any_identify(tmp_path, redis_url, pg_url):
     fake = _bucket_fake(4, 1, 0.3, session_start_remaining=3)
-    async with cluster(tmp_path, fake=fake, cluster_toml="session_reserve = 0\n") as c:
+    async with cluster(
+        tmp_path,
+        redis_url=redis_url,
+        pg_url=pg_url,
+        fake=fake,
+        cluster_toml="session_reserve = 0\n",
+    ) as c:
         proc = await c.spawn("--shards", "0-3", "--shard-count", "4")
         assert await asyncio.wait_for(proc.wait(), 60) == 3
         log = c.output()
@@ -561,10 +561,10 @@ def test_event_identity_is_what_both_generations_parse_alike():
     )
 
 
-async def test_a_lapsed_lease_cannot_be_renewed_or_released_by_its_old_owner():
+async def test_a_lapsed_lease_cannot_be_renewed_or_released_by_its_old_owner(redis_url):
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(_need_redis())
+    client = aioredis.Redis.from_url(redis_url)
     key = f"wisp:test:{uuid.uuid4().hex}:lease"
     try:
         mine = await acquire(client, key, "a", 1, 0, 3, 0.2)
@@ -583,10 +583,10 @@ async def test_a_lapsed_lease_cannot_be_renewed_or_released_by_its_old_owner():
         await client.aclose()
 
 
-async def test_one_bucket_key_spaces_identifies_a_window_apart():
+async def test_one_bucket_key_spaces_identifies_a_window_apart(redis_url):
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(_need_redis())
+    client = aioredis.Redis.from_url(redis_url)
     key = f"wisp:test:{uuid.uuid4().hex}:bucket"
     loop = asyncio.get_running_loop()
     try:
@@ -605,12 +605,12 @@ async def test_one_bucket_key_spaces_identifies_a_window_apart():
         await client.aclose()
 
 
-async def test_the_first_plan_writer_wins_and_resharding_flips(project):
+async def test_the_first_plan_writer_wins_and_resharding_flips(project, pg_url):
     async with contextlib.AsyncExitStack() as stack:
-        schema = await _pg_schema(stack)
+        schema = await _pg_schema(stack, pg_url)
         project.write(
             "wisp.toml",
-            f'[storage]\nurl = "{PG_URL}"\nschema = "{schema}"\nauto_migrate = true\n',
+            f'[storage]\nurl = "{pg_url}"\nschema = "{schema}"\nauto_migrate = true\n',
         )
         apps = [project.app(plugins=["storage", "cluster"]) for _ in range(2)]
         for app in apps:
@@ -636,6 +636,7 @@ async def test_the_first_plan_writer_wins_and_resharding_flips(project):
         assert old is not None and old.state == "draining"
 
 
+@pytest.mark.needs_plugin("metrics")
 async def test_one_process_paces_its_shards_and_counts_invalid_sessions(project):
     """Checked against discord.py 2.7.1: the bot built by the discord plugin takes
     the cluster's before_identify_hook and shard listeners; a shard whose session
@@ -689,13 +690,12 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 30.0) ->
         await asyncio.sleep(0.05)
 
 
-async def test_a_process_that_loses_its_lease_stops_its_shards_at_once(project):
+async def test_a_process_that_loses_its_lease_stops_its_shards_at_once(project, redis_url):
     """Fencing: another owner's value in the lease key makes the renewal fail."""
     from wisp.plugins.cluster import run_key
     from wisp.plugins.cluster.service import RunOptions
     from wisp.plugins.discord import enable
 
-    redis_url = _need_redis()
     prefix = f"wisp:test:{uuid.uuid4().hex[:8]}:"
     async with _bucket_fake(1, 1, 0.3) as fake:
         project.write(

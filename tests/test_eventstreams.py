@@ -34,8 +34,6 @@ from wisp.plugins.eventstream.discordpy import CHECKED_VERSIONS, check_internals
 
 pytestmark = pytest.mark.needs_plugin("eventstream", "discord")
 
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
-
 #: What the handler below saw in this process: (guild id, content, is a discord.Message).
 SEEN: list[tuple[int | None, str, bool]] = []
 
@@ -63,18 +61,6 @@ def _clear_seen() -> None:
     SEEN.clear()
 
 
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
-    return REDIS_URL
-
-
 @pytest.fixture(
     params=[
         pytest.param("redis", marks=pytest.mark.needs_plugin("redis", "redisstreams")),
@@ -86,7 +72,7 @@ async def transport_toml(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     streams are deleted afterwards."""
     tag = uuid.uuid4().hex[:10]
     if request.param == "redis":
-        url = _need_redis()
+        url = request.getfixturevalue("redis_url")
         yield (
             f'[events]\ntransport = "redis"\nlease_seconds = 1.5\n'
             f'[redis]\nurl = "{url}"\n'

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import textwrap
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,6 @@ from wisp.plugins.idempotency.api import (
 )
 from wisp.plugins.idempotency.service import IdempotencyService
 
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
-
 pytestmark = [
     pytest.mark.needs_plugin("storage", "idempotency", "redis"),
     pytest.mark.parametrize(
@@ -46,16 +44,15 @@ pytestmark = [
 ]
 
 
-def wisp_toml(kind: str, database: tuple[str, str], extra: str = "") -> str:
-    """The project configuration of one backend (Redis gets a prefix of its own)."""
+def wisp_toml(
+    kind: str, database: tuple[str, str], redis_store: tuple[str, str], extra: str = ""
+) -> str:
+    """The project configuration of one backend (Redis: ``redis_store``'s URL and prefix)."""
     if kind == "redis":
-        if not REDIS_URL:
-            pytest.skip("WISP_TEST_REDIS_URL is not set")
-        prefix = f"test:idem:{uuid.uuid4().hex}:"
-        _PREFIXES.append(prefix)
+        url, prefix = redis_store
         return (
             '[wisp]\nautoload = false\nplugins = ["redis", "idempotency"]\n'
-            f'[redis]\nurl = "{REDIS_URL}"\n'
+            f'[redis]\nurl = "{url}"\n'
             f'[idempotency]\nbackend = "redis"\nredis_prefix = "{prefix}"\n{extra}'
         )
     url, schema = database
@@ -68,41 +65,39 @@ def wisp_toml(kind: str, database: tuple[str, str], extra: str = "") -> str:
     )
 
 
-#: Redis key prefixes made by this test, deleted after it.
-_PREFIXES: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-async def _redis_keys_deleted() -> Any:
-    yield
-    if not _PREFIXES or not REDIS_URL:
-        return
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        while _PREFIXES:
-            async for name in client.scan_iter(match=_PREFIXES.pop() + "*", count=1000):
-                await client.delete(name)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 def backend(request: Any) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def idem(backend: str, project: Any, database: tuple[str, str]) -> Any:
-    project.write("wisp.toml", wisp_toml(backend, database))
-    app = project.app()
+async def redis_store(backend: str, request: Any) -> AsyncIterator[tuple[str, str]]:
+    """The Redis case's URL (``redis_url``: skipped when unset, failed when
+    unreachable) and a key prefix of the test's own, whose keys go after it;
+    ``("", "")`` for the SQL cases."""
+    if backend != "redis":
+        yield "", ""
+        return
+    url = request.getfixturevalue("redis_url")
+    prefix = f"test:idem:{uuid.uuid4().hex}:"
+    yield url, prefix
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
     try:
-        await app.start()
-    except Exception as exc:
-        if backend == "redis":
-            pytest.fail(f"WISP_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
-        raise
+        async for name in client.scan_iter(match=prefix + "*", count=1000):
+            await client.delete(name)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def idem(
+    backend: str, project: Any, database: tuple[str, str], redis_store: tuple[str, str]
+) -> Any:
+    project.write("wisp.toml", wisp_toml(backend, database, redis_store))
+    app = project.app()
+    await app.start()
     try:
         yield app.services.get("idempotency")
     finally:
@@ -408,9 +403,13 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
 
 @pytest.mark.slow
 async def test_a_thousand_attempts_from_four_processes_run_once(
-    backend: str, project: Any, database: tuple[str, str], tmp_path: Path
+    backend: str,
+    project: Any,
+    database: tuple[str, str],
+    redis_store: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
-    project.write("wisp.toml", wisp_toml(backend, database))
+    project.write("wisp.toml", wisp_toml(backend, database, redis_store))
     app = project.app()
     await app.start()  # migrate once, before the processes race
     await app.stop()

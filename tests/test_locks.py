@@ -27,63 +27,62 @@ from wisp.testing import WispProject
 
 pytestmark = pytest.mark.needs_plugin("locks")
 
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
-PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
+#: Which servers the tests have: auto-selection checks each one that is set.
+REDIS_SET = bool(os.environ.get("WISP_TEST_REDIS_URL"))
+PG_SET = bool(os.environ.get("WISP_TEST_DATABASE_URL"))
 
 BACKENDS = ["memory", "redis", "postgresql"]
+#: The conftest fixture giving a backend's server URL (memory has none).
+URL_FIXTURE = {"redis": "redis_url", "postgresql": "pg_url"}
 
 
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
-    return REDIS_URL
-
-
-async def _pg_schema(stack: contextlib.AsyncExitStack) -> str:
+async def _pg_schema(stack: contextlib.AsyncExitStack, url: str) -> str:
     """A fresh schema, dropped at the end (after the apps using it stop)."""
-    if not PG_URL:
-        pytest.skip("WISP_TEST_DATABASE_URL is not set")
     import asyncpg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}")
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     stack.push_async_callback(conn.close)
     stack.push_async_callback(conn.execute, f"DROP SCHEMA {schema} CASCADE")
     await conn.execute(f"CREATE SCHEMA {schema}")
     return schema
 
 
-def _toml(kind: str, root: Path, *, schema: str = "", prefix: str = "", extra: str = "") -> str:
-    """wisp.toml for a backend: memory and Redis keep a SQLite file (for SQL fences)."""
+def _toml(
+    kind: str, root: Path, *, url: str = "", schema: str = "", prefix: str = "", extra: str = ""
+) -> str:
+    """wisp.toml for a backend (``url``: its server's): memory and Redis keep a
+    SQLite file (for SQL fences)."""
     plugins = ["storage", "locks"] + (["redis"] if kind == "redis" else [])
     out = f"[wisp]\nautoload = false\nplugins = {plugins!r}\n".replace("'", '"')
     if kind == "postgresql":
-        out += f'[storage]\nurl = "{PG_URL}"\nschema = "{schema}"\nauto_migrate = true\n'
+        out += f'[storage]\nurl = "{url}"\nschema = "{schema}"\nauto_migrate = true\n'
     else:
         out += f'[storage]\nurl = "sqlite+aiosqlite:///{root}/db.sqlite3"\nauto_migrate = true\n'
     if kind == "redis":
-        out += f'[redis]\nurl = "{REDIS_URL}"\n'
+        out += f'[redis]\nurl = "{url}"\n'
     backend = {"memory": "memory", "redis": "redis", "postgresql": "sql"}[kind]
     out += f'[locks]\nbackend = "{backend}"\nprefix = "{prefix}"\n{extra}'
     return out
 
 
 class Env:
-    """A backend's project; ``app()`` opens another app (another "process") on it."""
+    """A backend's project; ``app()`` opens another app (another "process") on it.
 
-    def __init__(self, kind: str, project: WispProject, stack: contextlib.AsyncExitStack):
+    Its server's URL comes from the conftest's ``redis_url`` or ``pg_url`` (via
+    ``request``): skipped when the variable is unset, failed when unreachable."""
+
+    def __init__(
+        self,
+        kind: str,
+        project: WispProject,
+        stack: contextlib.AsyncExitStack,
+        request: pytest.FixtureRequest,
+    ):
         self.kind = kind
         self.project = project
         self.stack = stack
+        self.url = request.getfixturevalue(URL_FIXTURE[kind]) if kind in URL_FIXTURE else ""
         self.schema = ""
         self.prefix = f"test:locks:{uuid.uuid4().hex}:"
         self.stack_has_cleanup = False
@@ -92,7 +91,7 @@ class Env:
         """Token counters never expire: delete this test's keys."""
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(REDIS_URL)
+        client = aioredis.Redis.from_url(self.url)
         keys = [k async for k in client.scan_iter(match=self.prefix + "*")]
         if keys:
             await client.delete(*keys)
@@ -100,15 +99,19 @@ class Env:
 
     async def setup(self, extra: str = "") -> None:
         if self.kind == "redis" and not self.stack_has_cleanup:
-            _need_redis()
             self.stack_has_cleanup = True
             self.stack.push_async_callback(self._drop_redis_keys)
         if self.kind == "postgresql" and not self.schema:
-            self.schema = await _pg_schema(self.stack)
+            self.schema = await _pg_schema(self.stack, self.url)
         self.project.write(
             "wisp.toml",
             _toml(
-                self.kind, self.project.root, schema=self.schema, prefix=self.prefix, extra=extra
+                self.kind,
+                self.project.root,
+                url=self.url,
+                schema=self.schema,
+                prefix=self.prefix,
+                extra=extra,
             ),
         )
 
@@ -130,7 +133,7 @@ class Env:
 @pytest.fixture(params=BACKENDS)
 async def env(request, project) -> AsyncIterator[Env]:
     async with contextlib.AsyncExitStack() as stack:
-        made = Env(request.param, project, stack)
+        made = Env(request.param, project, stack, request)
         await made.setup()
         yield made
 
@@ -359,11 +362,13 @@ async def test_bad_arguments_name_the_culprit(env) -> None:
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
 @pytest.mark.needs_plugin("redis", "storage")
 @pytest.mark.slow
-async def test_a_waiter_nobody_wakes_still_gets_in_when_the_lock_frees(kind, project) -> None:
+async def test_a_waiter_nobody_wakes_still_gets_in_when_the_lock_frees(
+    kind, project, request
+) -> None:
     # The lock is freed behind the plugin's back (no release message, no
     # advisory unlock): a lost wake-up.  The waiter looks again on its own.
     async with contextlib.AsyncExitStack() as stack:
-        env = Env(kind, project, stack)
+        env = Env(kind, project, stack, request)
         await env.setup("recheck_seconds = 0.3\n")
         app = await env.app()
         locks = app.services.get("locks")
@@ -389,9 +394,9 @@ async def test_a_waiter_nobody_wakes_still_gets_in_when_the_lock_frees(kind, pro
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
 @pytest.mark.needs_plugin("redis", "storage")
-async def test_stopping_an_app_gives_its_held_locks_back(kind, project) -> None:
+async def test_stopping_an_app_gives_its_held_locks_back(kind, project, request) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        env = Env(kind, project, stack)
+        env = Env(kind, project, stack, request)
         await env.setup()
         other = await env.locks()
         async with project.app() as app:
@@ -438,7 +443,7 @@ asyncio.run(main())
 @pytest.mark.needs_plugin("redis", "storage")
 @pytest.mark.slow
 async def test_a_process_stopped_past_its_lease_is_refused_and_loses_the_lock(
-    kind, project
+    kind, project, request
 ) -> None:
     # SIGSTOP freezes the holder's whole event loop, its auto-extension too:
     # the lease runs out while its connections (and, on PostgreSQL, its
@@ -446,7 +451,7 @@ async def test_a_process_stopped_past_its_lease_is_refused_and_loses_the_lock(
     import signal
 
     async with contextlib.AsyncExitStack() as stack:
-        env = Env(kind, project, stack)
+        env = Env(kind, project, stack, request)
         await env.setup()
         app = await env.app()
         async with app.services.get("db").transaction() as s:
@@ -485,11 +490,11 @@ async def test_a_process_stopped_past_its_lease_is_refused_and_loses_the_lock(
 
 
 @pytest.mark.needs_plugin("redis", "storage")
-async def test_redis_wakes_past_dead_and_idle_processes_in_its_queue(project) -> None:
+async def test_redis_wakes_past_dead_and_idle_processes_in_its_queue(project, request) -> None:
     # Waiters re-check only every 60 s: getting in within 15 s means the
     # release's wake-up found them.
     async with contextlib.AsyncExitStack() as stack:
-        env = Env("redis", project, stack)
+        env = Env("redis", project, stack, request)
         await env.setup("recheck_seconds = 60.0\n")
         holder, idle, waiter = [await env.locks() for _ in range(3)]
         client = (await env.app()).services.get("redis").client
@@ -513,9 +518,9 @@ async def test_redis_wakes_past_dead_and_idle_processes_in_its_queue(project) ->
 
 
 @pytest.mark.needs_plugin("storage")
-async def test_postgresql_survives_dropped_connections(project) -> None:
+async def test_postgresql_survives_dropped_connections(project, request) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        env = Env("postgresql", project, stack)
+        env = Env("postgresql", project, stack, request)
         await env.setup()
         app = await env.app()
         locks, other = app.services.get("locks"), await env.locks()
@@ -587,9 +592,9 @@ asyncio.run(main())
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
 @pytest.mark.needs_plugin("redis", "storage")
 @pytest.mark.slow
-async def test_four_processes_of_twenty_tasks_count_to_exactly_1000(kind, project) -> None:
+async def test_four_processes_of_twenty_tasks_count_to_exactly_1000(kind, project, request) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        env = Env(kind, project, stack)
+        env = Env(kind, project, stack, request)
         await env.setup()
         app = await env.app()  # runs the migrations once
         key = env.prefix + "counter"
@@ -625,9 +630,9 @@ async def test_four_processes_of_twenty_tasks_count_to_exactly_1000(kind, projec
 
 
 @pytest.mark.needs_plugin("storage")
-async def test_memory_eighty_tasks_count_to_exactly_1000(project) -> None:
+async def test_memory_eighty_tasks_count_to_exactly_1000(project, request) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        env = Env("memory", project, stack)
+        env = Env("memory", project, stack, request)
         await env.setup()
         locks = await env.locks()
         count = 0
@@ -648,25 +653,27 @@ async def test_memory_eighty_tasks_count_to_exactly_1000(project) -> None:
 
 
 @pytest.mark.needs_plugin("redis", "storage")
-async def test_auto_picks_redis_then_postgresql_then_memory(project) -> None:
+async def test_auto_picks_redis_then_postgresql_then_memory(project, request) -> None:
     project.write("wisp.toml", '[wisp]\nautoload = false\nplugins = ["storage", "locks"]\n')
     async with project.app() as app:  # SQLite: memory
         assert app.services.get("locks").backend.kind == "memory"
-    if REDIS_URL:
+    if REDIS_SET:  # the fixture fails the test when that Redis is unreachable
+        redis_url = request.getfixturevalue("redis_url")
         project.write(
             "wisp.toml",
             '[wisp]\nautoload = false\nplugins = ["storage", "redis", "locks"]\n'
-            f'[redis]\nurl = "{REDIS_URL}"\n',
+            f'[redis]\nurl = "{redis_url}"\n',
         )
         async with project.app() as app:
             assert app.services.get("locks").backend.kind == "redis"
-    if PG_URL:
+    if PG_SET:
+        pg_url = request.getfixturevalue("pg_url")
         async with contextlib.AsyncExitStack() as stack:
-            schema = await _pg_schema(stack)
+            schema = await _pg_schema(stack, pg_url)
             project.write(
                 "wisp.toml",
                 '[wisp]\nautoload = false\nplugins = ["storage", "locks"]\n'
-                f'[storage]\nurl = "{PG_URL}"\nschema = "{schema}"\nauto_migrate = true\n',
+                f'[storage]\nurl = "{pg_url}"\nschema = "{schema}"\nauto_migrate = true\n',
             )
             async with project.app() as app:
                 assert app.services.get("locks").backend.kind == "sql"
@@ -706,17 +713,16 @@ async def test_blocking_storage_turns_sql_locks_off_and_the_bot_still_starts(
 
 
 @pytest.mark.slow
-def test_cli_lists_and_shows_locks(project, wisp_exe) -> None:
-    url = _need_redis()
+def test_cli_lists_and_shows_locks(project, wisp_exe, redis_url) -> None:
     prefix = f"test:locks:{uuid.uuid4().hex}:"
     project.write(
         "wisp.toml",
         '[wisp]\nautoload = false\nplugins = ["redis", "locks"]\n'
-        f'[redis]\nurl = "{url}"\n[locks]\nprefix = "{prefix}"\n',
+        f'[redis]\nurl = "{redis_url}"\n[locks]\nprefix = "{prefix}"\n',
     )
     import redis
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(redis_url)
     client.set(f"{prefix}lock:nightly", "host:1:1", px=60_000)
     client.set(f"{prefix}token:nightly", 7)
     try:

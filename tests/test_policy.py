@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import pytest
 
@@ -267,10 +266,7 @@ async def test_slash_policy_commands_guarded_by_policy_manage(project, database,
 
 
 @pytest.mark.needs_plugin("redis")
-async def test_a_change_reaches_other_processes_through_redis(project, database) -> None:
-    redis_url = os.environ.get("WISP_TEST_REDIS_URL")
-    if not redis_url:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+async def test_a_change_reaches_other_processes_through_redis(project, database, redis_url) -> None:
     setup_project(project, database)
     url, schema = database
     project.write(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,8 +16,6 @@ from wisp.plugins.ratelimit.limits import Limit, LimitError, parse_limit
 from wisp.plugins.ratelimit.memory import MemoryBackend
 
 pytestmark = pytest.mark.needs_plugin("ratelimit")
-
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
 @pytest.mark.parametrize(
@@ -58,6 +55,19 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.mark.parametrize("now", [8191.611, 222.706, 1988.412, 262129.763, 52.889])
+async def test_memory_gcra_first_call_is_allowed_whatever_the_clock_reads(now) -> None:
+    """At these clock readings ``now + 60 - 60 > now`` in floating point: a fresh
+    ``1/60s`` bucket refused its first call ("try again in 0.0s")."""
+    clock = Clock()
+    clock.now = now
+    backend = MemoryBackend(clock=clock)
+    one = Limit(1, 60.0)
+    assert await backend.hit([("single", one)]) == 0.0
+    assert await backend.hit([("x", one), ("y", Limit(2, 60.0))]) == 0.0
+    assert await backend.hit([("single", one)]) == pytest.approx(60.0)
 
 
 async def test_memory_gcra_burst_refill_and_all_or_nothing() -> None:
@@ -218,19 +228,13 @@ async def test_redis_failure_is_open_or_closed_and_logged(project, log_lines) ->
 # -- Redis --------------------------------------------------------------------
 
 
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    return REDIS_URL
-
-
 @pytest.mark.slow
-async def test_redis_gcra_exact_under_concurrency_and_retries() -> None:
+async def test_redis_gcra_exact_under_concurrency_and_retries(redis_url) -> None:
     import redis.asyncio as aioredis
 
     from wisp.plugins.ratelimit.redisbackend import RedisBackend
 
-    pool = aioredis.BlockingConnectionPool.from_url(_need_redis(), max_connections=50)
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=50)
     client = aioredis.Redis.from_pool(pool)
     try:
         backend = RedisBackend(client, prefix=f"test:{uuid.uuid4().hex}:")
@@ -258,8 +262,7 @@ async def test_redis_gcra_exact_under_concurrency_and_retries() -> None:
 
 
 @pytest.mark.slow
-def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path) -> None:
-    url = _need_redis()
+def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path, redis_url) -> None:
     prefix = f"test:{uuid.uuid4().hex}:"
     script = tmp_path / "hammer.py"
     script.write_text(
@@ -270,7 +273,7 @@ def test_four_processes_fifty_tasks_exactly_one_hundred(tmp_path) -> None:
         from wisp.plugins.ratelimit.redisbackend import RedisBackend
 
         async def main():
-            pool = aioredis.BlockingConnectionPool.from_url({url!r}, max_connections=50)
+            pool = aioredis.BlockingConnectionPool.from_url({redis_url!r}, max_connections=50)
             client = aioredis.Redis.from_pool(pool)
             backend = RedisBackend(client, prefix={prefix!r})
             limit = Limit(100, 3600.0, "command")

@@ -4,7 +4,6 @@ concurrency, and shared state in Redis across processes."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,8 +22,6 @@ from wisp.plugins.resilience.api import (
 from wisp.plugins.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 pytestmark = pytest.mark.needs_plugin("resilience")
-
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 
 
 class Clock:
@@ -366,15 +363,8 @@ async def test_policy_decorator_async_with_and_sync_functions() -> None:
 # -- shared state ---------------------------------------------------------------------
 
 
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    return REDIS_URL
-
-
 @pytest.mark.slow
-def test_two_processes_share_one_open_breaker(tmp_path) -> None:
-    url = _need_redis()
+def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "proc.py"
     script.write_text(
@@ -393,7 +383,7 @@ def test_two_processes_share_one_open_breaker(tmp_path) -> None:
                 self.client = client
 
         async def main(role):
-            client = aioredis.Redis.from_url({url!r})
+            client = aioredis.Redis.from_url({redis_url!r})
             b = CircuitBreaker(BreakerConfig(name={name!r}, failure_threshold=2,
                                              open_seconds=30, shared=True))
             await b.start(Services(redis=R(client)))
@@ -445,8 +435,7 @@ def test_two_processes_share_one_open_breaker(tmp_path) -> None:
     assert "rejected" in late.stdout, late.stderr
 
 
-async def test_shared_half_open_probes_are_counted_across_breakers() -> None:
-    url = _need_redis()
+async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) -> None:
     import redis.asyncio as aioredis
 
     class Services(dict):  # type: ignore[type-arg]
@@ -458,7 +447,7 @@ async def test_shared_half_open_probes_are_counted_across_breakers() -> None:
             self.client = client
 
     name = f"probes-{uuid.uuid4().hex[:8]}"
-    clients = [aioredis.Redis.from_url(url) for _ in range(2)]
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     breakers = [
         CircuitBreaker(
             BreakerConfig(
@@ -529,14 +518,13 @@ class _Redis:
         self.client = client
 
 
-async def test_a_dead_probers_probe_is_handed_out_again() -> None:
-    url = _need_redis()
+async def test_a_dead_probers_probe_is_handed_out_again(redis_url) -> None:
     import redis.asyncio as aioredis
 
     from wisp.plugins.resilience.breaker import _PROBE
 
     name = f"dead-{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(redis_url)
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=0.3, shared=True)
     a, b = CircuitBreaker(config), CircuitBreaker(config)
     try:
@@ -559,12 +547,11 @@ async def test_a_dead_probers_probe_is_handed_out_again() -> None:
         await client.aclose()
 
 
-async def test_a_lost_subscription_is_restored_and_resynced(log_lines) -> None:
-    url = _need_redis()
+async def test_a_lost_subscription_is_restored_and_resynced(log_lines, redis_url) -> None:
     import redis.asyncio as aioredis
 
     name = f"resub-{uuid.uuid4().hex[:8]}"
-    listening, other = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
+    listening, other = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=30, shared=True)
     watcher, opener = CircuitBreaker(config), CircuitBreaker(config)
     try:

@@ -38,24 +38,11 @@ from wisp.testing import WispProject
 
 pytestmark = pytest.mark.needs_plugin("restlimits")
 
-REDIS_URL = os.environ.get("WISP_TEST_REDIS_URL")
 TOKEN = "restlimits-test-token"
 #: Seconds the four processes' limiter keeps between a window and the next: on a
 #: loaded CI machine a process (the fake's included) can stall that long.
 MARGIN = 0.2
 CHANNELS = [DEFAULT_GUILD_ID + 100 + i for i in range(8)]
-
-
-def _need_redis() -> str:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        pytest.fail(f"WISP_TEST_REDIS_URL is set but Redis is unreachable: {exc}")
-    return REDIS_URL
 
 
 def _guild() -> FakeGuild:
@@ -65,11 +52,11 @@ def _guild() -> FakeGuild:
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[tuple[Any, str]]:
+async def redis_prefix(redis_url: str) -> AsyncIterator[tuple[Any, str]]:
     """A Redis client and a key prefix of this test's own; its keys go at the end."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(_need_redis())
+    client = aioredis.Redis.from_url(redis_url)
     prefix = f"wisp:test:rest:{uuid.uuid4().hex[:8]}:"
     try:
         yield client, prefix
@@ -204,7 +191,8 @@ async def test_buckets_are_learned_and_a_burst_across_processes_waits(redis_pref
         assert not [k async for k in redis.scan_iter(match=f"*{TOKEN}*")]
 
 
-async def test_global_limit_is_shared_by_two_apps(redis_prefix, tmp_path) -> None:
+@pytest.mark.needs_plugin("discord", "redis", "metrics")
+async def test_global_limit_is_shared_by_two_apps(redis_prefix, redis_url, tmp_path) -> None:
     """Two Wisp apps with the restlimits plugin, 10/s global between them: 40
     requests on 8 channels (route buckets never the limit), 0 global 429s."""
     from wisp.plugins.discord import enable
@@ -224,7 +212,7 @@ async def test_global_limit_is_shared_by_two_apps(redis_prefix, tmp_path) -> Non
                 api_url = "{fake.api_base}"
                 gateway_url = "{fake.gateway_url}"
                 [redis]
-                url = "{REDIS_URL}"
+                url = "{redis_url}"
                 [restlimits]
                 prefix = "{prefix}"
                 global_per_second = 10
@@ -358,6 +346,7 @@ def _proxy_app(project: WispProject, fake: FakeDiscord, toml: str = "") -> wisp.
     return app
 
 
+@pytest.mark.needs_plugin("discord", "metrics")
 async def test_a_proxy_429_is_retried_and_succeeds(wisp_project) -> None:
     from wisp.plugins.discord import enable
 
@@ -379,6 +368,7 @@ async def test_a_proxy_429_is_retried_and_succeeds(wisp_project) -> None:
             await app.stop()
 
 
+@pytest.mark.needs_plugin("discord")
 async def test_bans_and_endless_proxy_429s_are_not_retried_forever(wisp_project) -> None:
     from wisp.plugins.discord import enable
 
@@ -401,6 +391,7 @@ async def test_bans_and_endless_proxy_429s_are_not_retried_forever(wisp_project)
             await app.stop()
 
 
+@pytest.mark.needs_plugin("discord")
 async def test_the_retry_can_be_turned_off(wisp_project) -> None:
     from wisp.plugins.discord import enable
 
@@ -511,7 +502,11 @@ WORKER = textwrap.dedent(
 )
 
 
-async def test_four_processes_on_one_token_stay_under_the_limits(redis_prefix, tmp_path) -> None:
+@pytest.mark.slow  # four processes under load: the matrix's crowded workers skew it
+@pytest.mark.needs_plugin("discord", "redis")
+async def test_four_processes_on_one_token_stay_under_the_limits(
+    redis_prefix, redis_url, tmp_path
+) -> None:
     """4 processes x 50 messages on 8 channels of 5 per 0.5 s, 50/s global: 0 global
     429s and under 1% route 429s."""
     _, prefix = redis_prefix
@@ -523,7 +518,7 @@ async def test_four_processes_on_one_token_stay_under_the_limits(redis_prefix, t
         root.mkdir()
         (root / "wisp.toml").write_text(
             f'[discord]\ntoken = "{TOKEN}"\napi_url = "{fake.api_base}"\n'
-            f'[redis]\nurl = "{REDIS_URL}"\n[restlimits]\nprefix = "{prefix}"\n'
+            f'[redis]\nurl = "{redis_url}"\n[restlimits]\nprefix = "{prefix}"\n'
             f"margin = {MARGIN}\n",
             encoding="utf-8",
         )
