@@ -266,10 +266,18 @@ class StepRecord:
     status: StepStatus = StepStatus.PENDING
     #: Attempts started (interrupted ones included) and attempts that failed:
     #: only failures count against the step's ``attempts``; interruptions
-    #: (the process died mid-attempt) against ``[sagas] max_interruptions``.
+    #: (the process died mid-attempt) against ``[sagas] max_interruptions``,
+    #: and only those the step is to blame for (see ``suspect``).
     attempts: int = 0
     failures: int = 0
     interruptions: int = 0
+    #: The step was interrupted once while other attempts ran beside it in its
+    #: process (not counted: any of them may have killed the process); from
+    #: then on each of its attempts asks to run alone in its process.
+    suspect: bool = False
+    #: The current (or last) attempt runs alone in its process, journaled with
+    #: its intent: its interruption is then the step's own, and is counted.
+    exclusive: bool = False
     output: Any = None
     error: str | None = None
     started_at: float | None = None
@@ -280,6 +288,8 @@ class StepRecord:
     comp_attempts: int = 0
     comp_failures: int = 0
     comp_interruptions: int = 0
+    comp_suspect: bool = False
+    comp_exclusive: bool = False
     comp_error: str | None = None
     comp_started_at: float | None = None
     comp_finished_at: float | None = None
@@ -289,7 +299,9 @@ class StepRecord:
         out: dict[str, Any] = {"name": self.name, "status": self.status.value}
         for field in attrs.fields(StepRecord):
             value = getattr(self, field.name)
-            if field.name in ("name", "status") or value is None:
+            # None and False are the defaults from_json restores: not stored, so
+            # records written before a field existed read the same as new ones.
+            if field.name in ("name", "status") or value is None or value is False:
                 continue
             out[field.name] = value.value if isinstance(value, enum.Enum) else value
         return out

@@ -69,13 +69,22 @@ def format_run(run: Run) -> str:
             lines.append(f"     deadline {_when(step.deadline)}")
         if step.wake_at:
             lines.append(f"     next attempt {_when(step.wake_at)}")
+        lines.extend(_interrupted("", step.interruptions, step.suspect))
         if step.comp is not None:
             lines.append(
                 f"     compensation {step.comp.value}, attempts {step.comp_attempts}"
                 f" (failed {step.comp_failures}), finished {_when(step.comp_finished_at)}"
                 + (f", error {step.comp_error}" if step.comp_error else "")
             )
+            lines.extend(_interrupted("compensation ", step.comp_interruptions, step.comp_suspect))
     return "\n".join(lines)
+
+
+def _interrupted(what: str, counted: int, suspect: bool) -> list[str]:
+    if not (counted or suspect):
+        return []
+    alone = ", suspect: its attempts run alone in their process" if suspect else ""
+    return [f"     {what}interrupted {counted} time(s) counted{alone}"]
 
 
 def _line(run: Run) -> str:

@@ -31,9 +31,19 @@ class SagasConfig:
     backoff_seconds: float = attrs.field(default=1.0, validator=positive)
     max_backoff_seconds: float = attrs.field(default=60.0, validator=positive)
     #: A step (or compensation) whose process died this many times while it ran
-    #: is given up: the run compensates (or needs attention), instead of
-    #: crashing every process that recovers it.
+    #: alone in it is given up: the run compensates (or needs attention),
+    #: instead of crashing every process that recovers it.  A death while other
+    #: steps ran beside it is not counted (any of them may be the culprit): it
+    #: makes the step suspect, and a suspect step's attempts run alone in their
+    #: process.  So a step that kills its process every time runs at most
+    #: 1 + max_interruptions times, and healthy steps beside it are not blamed.
     max_interruptions: int = attrs.field(default=5, validator=positive)
+    #: How long a suspect step's attempt waits for the other attempts in its
+    #: process to finish (and any attempt waits for one running alone) before it
+    #: runs beside them anyway, so that a step that waits for another run's step
+    #: cannot deadlock the process.  A suspect step that ran beside others this
+    #: way has its interruption counted.
+    exclusive_wait: float = attrs.field(default=30.0, validator=positive)
     #: Finished runs older than this many hours are deleted by the cleanup schedule.
     retention_hours: float = attrs.field(default=24.0 * 7, validator=positive)
     #: Run sagas on job workers when the jobs plugin is loaded (else in the

@@ -18,6 +18,16 @@ attempts are spent; then the run compensates: the compensations of the
 completed steps run in reverse order, each retried, a failing one not
 stopping the others, each journaled as done once it succeeded so it never
 runs again.  The run ends completed, compensated, or needs_attention.
+
+Blame by isolation: a process that dies mid-step leaves the step journaled
+``running``, and every step then in flight in it looks the same, so the
+journal cannot say which one killed it.  The first interruption of an
+attempt that ran beside others is not counted: it makes the step *suspect*.
+A suspect step's attempts run alone in their process (:class:`AttemptLock`,
+journaled at the intent as ``exclusive``), so their interruptions are the
+step's own and count against ``[sagas] max_interruptions``: a step that kills
+its process every time gives up after 1 + max_interruptions attempts, and a
+healthy step beside it is never blamed for it.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import contextlib
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -53,7 +63,7 @@ from wisp.plugins.sagas.config import SagasConfig
 if TYPE_CHECKING:
     from wisp.context import WispContext
 
-__all__ = ["Counters", "Engine", "check_definition", "start_intent"]
+__all__ = ["AttemptLock", "Counters", "Engine", "check_definition", "start_intent"]
 
 
 class Counters:
@@ -67,6 +77,13 @@ class Counters:
         self.step_retries = 0
         self.refused = 0
         self.lost = 0
+        #: Interruptions found by recovery: counted against max_interruptions,
+        #: or not counted (the step ran beside others; it became suspect).
+        self.interruptions = 0
+        self.suspects = 0
+        #: Attempts whose wait for ``[sagas] exclusive_wait`` expired, so they
+        #: ran beside attempts they should have waited for.
+        self.exclusive_waits_expired = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -104,6 +121,81 @@ def start_intent(record: StepRecord, step: Step) -> None:
     record.wake_at = None
 
 
+class AttemptLock:
+    """Which step attempts may run now in this process: shared (any number of
+    normal attempts at once) or exclusive (a suspect step's attempt, alone).
+
+    Writer-preferring: while an exclusive attempt waits, no shared attempt
+    starts, so a busy process cannot starve it; it waits only for the attempts
+    already in flight.  Every wait is bounded (``wait``, ``[sagas]
+    exclusive_wait``): when it expires the attempt starts anyway, shared,
+    beside whatever runs.  Unbounded, either wait could deadlock the process:
+    an attempt in flight that waits for another run's step (a step that polls
+    another saga, or calls code that does) would never finish while that step
+    queues behind an exclusive waiter that waits for it; and an exclusive
+    attempt that waits for another run's step would never finish while that
+    step queues behind it.  Bounded, the lock delays attempts but never stops
+    the process's progress; what it costs, the isolation of the attempts that
+    ran beside others anyway, is paid by counting (see ``Engine._blame``).
+
+    One per engine (one engine per process).  Not thread-safe: one event loop.
+    """
+
+    def __init__(self) -> None:
+        self.shared = 0
+        self.exclusive = False
+        self.queued = 0  # exclusive attempts waiting
+        self._change = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return self.shared + int(self.exclusive)
+
+    def _free(self, exclusive: bool) -> bool:
+        if exclusive:
+            return not self.exclusive and self.shared == 0
+        return not self.exclusive and self.queued == 0
+
+    def _changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def acquire(self, exclusive: bool, wait: float) -> bool:
+        """Take the lock for one attempt; False when the wait expired and the
+        attempt holds it shared, beside the attempts it waited for.  Release
+        with ``release(exclusive and the result)``."""
+        deadline = time.monotonic() + wait
+        if exclusive:
+            self.queued += 1
+        try:
+            while not self._free(exclusive):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.shared += 1
+                    return False
+                change = self._change
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await change.wait()
+            if exclusive:
+                self.exclusive = True
+            else:
+                self.shared += 1
+            return True
+        finally:
+            if exclusive:
+                self.queued -= 1
+                self._changed()  # shared waiters may go, or see the holder
+
+    def release(self, exclusive: bool) -> None:
+        """Synchronous, so a cancelled attempt always releases."""
+        if exclusive:
+            self.exclusive = False
+        else:
+            self.shared -= 1
+        self._changed()
+
+
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
 
@@ -134,6 +226,8 @@ class Engine:
         self.active: dict[str, Run] = {}
         # Events whose state rides on a run's next write (see _defer).
         self._carry: dict[str, list[tuple[str, str | None]]] = {}
+        #: Step attempts (and compensations) in flight in this process.
+        self.attempt_lock = AttemptLock()
 
     # -- entry points -----------------------------------------------------------------
 
@@ -312,6 +406,89 @@ class Engine:
         except TimeoutError:
             raise TimeoutError(f"step {step.name!r} passed its {step.timeout}s deadline") from None
 
+    def _blame(
+        self,
+        log: Any,
+        run: Run,
+        what: str,
+        *,
+        exclusive: bool,
+        suspect: bool,
+        interruptions: int,
+    ) -> tuple[bool, int, bool]:
+        """An attempt found running: its process died.  Returns the step's
+        ``suspect`` flag, its counted interruptions, and whether it gives up.
+
+        Counted: an attempt journaled ``exclusive`` (it ran alone, so nothing
+        else explains the death), and any later one of a suspect step (it ran
+        beside others only because its wait for exclusivity expired): so only
+        one interruption of a step ever goes uncounted, and a step that kills
+        its process every time runs at most 1 + max_interruptions times, even
+        when it cannot get a moment alone.  Not counted: the first interruption
+        of an attempt that ran beside others (any of them may have killed the
+        process): the step becomes suspect, and its next attempts run alone.
+        A new run's first intent, stored with the run, is a shared attempt.
+        """
+        limit = self.config.max_interruptions
+        if not (exclusive or suspect):
+            self.counters.suspects += 1
+            log.warning(
+                "saga {} run {}: {} was interrupted while other steps could run beside it "
+                "in its process: not counted ({} of {} counted); it is suspect now, and "
+                "runs again alone in its process",
+                run.saga,
+                run.id,
+                what,
+                interruptions,
+                limit,
+            )
+            return True, interruptions, False
+        self.counters.interruptions += 1
+        interruptions += 1
+        give_up = interruptions >= limit
+        log.warning(
+            "saga {} run {}: {} was interrupted {}: counted (interruption {} of {}); {}",
+            run.saga,
+            run.id,
+            what,
+            "while it ran alone in its process"
+            if exclusive
+            else "while it ran beside other steps after its wait to run alone expired",
+            interruptions,
+            limit,
+            "giving up" if give_up else "running it again alone",
+        )
+        return True, interruptions, give_up
+
+    @contextlib.asynccontextmanager
+    async def _attempt(self, log: Any, what: str, *, exclusive: bool) -> AsyncIterator[bool]:
+        """Hold the attempt lock (exclusive for a suspect step) while an attempt
+        runs and its outcome is journaled; yields whether it runs alone."""
+        wait = self.config.exclusive_wait
+        got = await self.attempt_lock.acquire(exclusive, wait)
+        if not got:
+            self.counters.exclusive_waits_expired += 1
+            if exclusive:
+                log.warning(
+                    "{} waited {}s to run alone in its process, in vain (attempts in flight "
+                    "did not finish): it runs beside them, still suspect; an interruption "
+                    "now counts against it",
+                    what,
+                    wait,
+                )
+            else:
+                log.warning(
+                    "{} waited {}s for suspect steps that run alone in this process: it "
+                    "runs beside them",
+                    what,
+                    wait,
+                )
+        alone = exclusive and got
+        try:
+            yield alone
+        finally:
+            self.attempt_lock.release(alone)
+
     async def _forward(
         self,
         run: Run,
@@ -322,78 +499,103 @@ class Engine:
         index: int,
     ) -> None:
         record = run.steps[index]
-        attempts = step.attempts or self.config.attempts
         log = ctx.logger.bind(saga=run.saga, run_id=run.id, step=step.name)
-        # The run was stored with this step's first intent (start_intent).
+        # The run was stored with this step's first intent (start_intent): a
+        # shared attempt (a new run's step is not suspect).
         written = run.intent_stored and index == 0 and record.attempts == 1
         run.intent_stored = False
-        give_up = False
         if record.status is StepStatus.RUNNING and not written:
-            # The attempt died with its process.  Counted apart from failures, and
-            # bounded, so a step that kills its process every time cannot loop forever.
-            record.interruptions += 1
-            give_up = record.interruptions >= self.config.max_interruptions
+            # The attempt died with its process.  Counted apart from failures,
+            # and bounded, so a step that kills its process every time cannot
+            # loop forever; counted only when the step is to blame (_blame).
+            record.suspect, record.interruptions, give_up = self._blame(
+                log,
+                run,
+                f"step {step.name}",
+                exclusive=record.exclusive,
+                suspect=record.suspect,
+                interruptions=record.interruptions,
+            )
             if give_up:
                 record.error = (
                     f"interrupted {record.interruptions} time(s): the process running it "
                     "was lost each time"
                 )
+                await self._step_failed(run, token, log, step, record)
+                return
+        while True:
+            if lost.is_set():
+                raise LeaseLost(run.id)
+            if not written:
+                await self._sleep_until(record.wake_at, lost)
+            exclusive = record.suspect and not written
+            async with self._attempt(log, f"step {step.name}", exclusive=exclusive) as alone:
+                if written:
+                    written = False
+                    self._defer(run, "step.started", step.name)
+                else:
+                    before = attrs.evolve(record)
+                    start_intent(record, step)
+                    record.exclusive = alone
+                    if await self._save(run, token, "step.started", step.name):  # the intent
+                        # Compensation was asked for: this step has not begun; it never will.
+                        run.steps[index] = before
+                        return
+                if await self._attempt_forward(run, token, ctx, log, step, index):
+                    return
+
+    async def _attempt_forward(
+        self, run: Run, token: str, ctx: WispContext, log: Any, step: Step, index: int
+    ) -> bool:
+        """Run the attempt whose intent is journaled and journal what follows;
+        False when the step is to be tried again.  Called holding the attempt
+        lock: an attempt's outcome is journaled before others may start."""
+        record = run.steps[index]
+        attempts = step.attempts or self.config.attempts
+        sctx = self._context(run, ctx, index, record.attempts, compensation=False)
+        try:
+            output = await self._call(step, step.action, sctx, record.deadline)
+            dumps_json(output, f"the output of step {step.name!r}")
+        except Exception as exc:
+            record.error = _error_text(exc)
+            record.finished_at = time.time()
+            record.failures += 1
+            if record.failures >= attempts:
+                await self._step_failed(run, token, log, step, record)
+                return True
+            delay = self._backoff(step, record.failures)
+            record.status = StepStatus.RETRYING
+            record.wake_at = time.time() + delay
+            self.counters.step_retries += 1
+            await self._save(run, token, "step.retrying", step.name)
             log.warning(
-                "saga {} run {}: step {} was interrupted (interruption {} of {}); {}",
+                "saga {} run {}: step {} attempt {} of {} failed, retrying in {:.2f}s: {}",
                 run.saga,
                 run.id,
                 step.name,
-                record.interruptions,
-                self.config.max_interruptions,
-                "giving up" if give_up else "running it again",
+                record.failures,
+                attempts,
+                delay,
+                record.error,
             )
-        while not give_up:
-            if lost.is_set():
-                raise LeaseLost(run.id)
-            if written:
-                written = False
-                self._defer(run, "step.started", step.name)
-            else:
-                await self._sleep_until(record.wake_at, lost)
-                before = attrs.evolve(record)
-                start_intent(record, step)
-                if await self._save(run, token, "step.started", step.name):  # the intent
-                    # Compensation was asked for: this step has not begun; it never will.
-                    run.steps[index] = before
-                    return
-            sctx = self._context(run, ctx, index, record.attempts, compensation=False)
-            try:
-                output = await self._call(step, step.action, sctx, record.deadline)
-                dumps_json(output, f"the output of step {step.name!r}")
-            except Exception as exc:
-                record.error = _error_text(exc)
-                record.finished_at = time.time()
-                record.failures += 1
-                if record.failures < attempts:
-                    delay = self._backoff(step, record.failures)
-                    record.status = StepStatus.RETRYING
-                    record.wake_at = time.time() + delay
-                    self.counters.step_retries += 1
-                    await self._save(run, token, "step.retrying", step.name)
-                    log.warning(
-                        "saga {} run {}: step {} attempt {} of {} failed, retrying in {:.2f}s: {}",
-                        run.saga,
-                        run.id,
-                        step.name,
-                        record.failures,
-                        attempts,
-                        delay,
-                        record.error,
-                    )
-                    continue
-                break
-            record.status = StepStatus.COMPLETED
-            record.output = output
-            record.error = None
-            record.finished_at = time.time()
-            record.deadline = None
+            return False
+        record.status = StepStatus.COMPLETED
+        record.output = output
+        record.error = None
+        record.finished_at = time.time()
+        record.deadline = None
+        if record.exclusive:
+            # Journaled before other attempts may start: the process dying then
+            # must not find this step running, alone, and blame it.
+            await self._save(run, token, "step.completed", step.name)
+        else:
             self._defer(run, "step.completed", step.name)
-            return
+        return True
+
+    async def _step_failed(
+        self, run: Run, token: str, log: Any, step: Step, record: StepRecord
+    ) -> None:
+        """The step gave up: the run compensates."""
         record.status = StepStatus.FAILED
         run.status = RunStatus.COMPENSATING
         run.error = f"step {step.name!r} failed {record.failures} time(s): {record.error}"
@@ -445,67 +647,83 @@ class Engine:
         index: int,
     ) -> None:
         record = run.steps[index]
-        attempts = step.compensation_attempts or self.config.compensation_attempts
         log = ctx.logger.bind(saga=run.saga, run_id=run.id, step=step.name)
         assert step.compensate is not None
-        give_up = False
         if record.comp is CompStatus.RUNNING:
-            # Interrupted with its process: bounded like a step's (see _forward).
-            record.comp_interruptions += 1
-            give_up = record.comp_interruptions >= self.config.max_interruptions
+            # Interrupted with its process: blamed and bounded like a step's (_forward).
+            record.comp_suspect, record.comp_interruptions, give_up = self._blame(
+                log,
+                run,
+                f"compensation of {step.name}",
+                exclusive=record.comp_exclusive,
+                suspect=record.comp_suspect,
+                interruptions=record.comp_interruptions,
+            )
             if give_up:
                 record.comp_error = (
                     f"interrupted {record.comp_interruptions} time(s): the process "
                     "running it was lost each time"
                 )
-            log.warning(
-                "saga {} run {}: compensation of {} was interrupted (interruption {} of {}); {}",
-                run.saga,
-                run.id,
-                step.name,
-                record.comp_interruptions,
-                self.config.max_interruptions,
-                "giving up" if give_up else "running it again",
-            )
-        while not give_up:
+                await self._compensation_failed(run, token, log, step, record)
+                return
+        while True:
             if lost.is_set():
                 raise LeaseLost(run.id)
             await self._sleep_until(record.comp_wake_at, lost)
-            record.comp = CompStatus.RUNNING
-            record.comp_attempts += 1
-            record.comp_started_at = time.time()
-            record.comp_wake_at = None
-            await self._save(run, token, "compensation.started", step.name)
-            sctx = self._context(run, ctx, index, record.comp_attempts, compensation=True)
-            try:
-                await self._call(step, step.compensate, sctx, None)
-            except Exception as exc:
-                record.comp_error = _error_text(exc)
-                record.comp_finished_at = time.time()
-                record.comp_failures += 1
-                if record.comp_failures < attempts:
-                    delay = self._backoff(step, record.comp_failures)
-                    record.comp = CompStatus.RETRYING
-                    record.comp_wake_at = time.time() + delay
-                    await self._save(run, token, "compensation.retrying", step.name)
-                    log.warning(
-                        "saga {} run {}: compensation of {} attempt {} of {} failed, "
-                        "retrying in {:.2f}s: {}",
-                        run.saga,
-                        run.id,
-                        step.name,
-                        record.comp_failures,
-                        attempts,
-                        delay,
-                        record.comp_error,
-                    )
-                    continue
-                break
-            record.comp = CompStatus.DONE
-            record.comp_error = None
+            what = f"compensation of {step.name}"
+            async with self._attempt(log, what, exclusive=record.comp_suspect) as alone:
+                record.comp = CompStatus.RUNNING
+                record.comp_attempts += 1
+                record.comp_started_at = time.time()
+                record.comp_wake_at = None
+                record.comp_exclusive = alone
+                await self._save(run, token, "compensation.started", step.name)
+                if await self._attempt_undo(run, token, ctx, log, step, index):
+                    return
+
+    async def _attempt_undo(
+        self, run: Run, token: str, ctx: WispContext, log: Any, step: Step, index: int
+    ) -> bool:
+        """As :meth:`_attempt_forward`, for a compensation (its end is journaled
+        at once: nothing else rides on it)."""
+        assert step.compensate is not None
+        record = run.steps[index]
+        attempts = step.compensation_attempts or self.config.compensation_attempts
+        sctx = self._context(run, ctx, index, record.comp_attempts, compensation=True)
+        try:
+            await self._call(step, step.compensate, sctx, None)
+        except Exception as exc:
+            record.comp_error = _error_text(exc)
             record.comp_finished_at = time.time()
-            await self._save(run, token, "compensation.completed", step.name)
-            return
+            record.comp_failures += 1
+            if record.comp_failures >= attempts:
+                await self._compensation_failed(run, token, log, step, record)
+                return True
+            delay = self._backoff(step, record.comp_failures)
+            record.comp = CompStatus.RETRYING
+            record.comp_wake_at = time.time() + delay
+            await self._save(run, token, "compensation.retrying", step.name)
+            log.warning(
+                "saga {} run {}: compensation of {} attempt {} of {} failed, "
+                "retrying in {:.2f}s: {}",
+                run.saga,
+                run.id,
+                step.name,
+                record.comp_failures,
+                attempts,
+                delay,
+                record.comp_error,
+            )
+            return False
+        record.comp = CompStatus.DONE
+        record.comp_error = None
+        record.comp_finished_at = time.time()
+        await self._save(run, token, "compensation.completed", step.name)
+        return True
+
+    async def _compensation_failed(
+        self, run: Run, token: str, log: Any, step: Step, record: StepRecord
+    ) -> None:
         record.comp = CompStatus.FAILED
         await self._save(run, token, "compensation.failed", step.name)
         log.error(
