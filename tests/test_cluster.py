@@ -436,7 +436,11 @@ async def test_a_spent_session_budget_stops_before_any_identify(tmp_path, redis_
         cluster_toml="session_reserve = 0\n",
     ) as c:
         proc = await c.spawn("--shards", "0-3", "--shard-count", "4")
-        assert await asyncio.wait_for(proc.wait(), 60) == 3
+        try:
+            code = await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:  # seen once under load: keep what the process said
+            pytest.fail(f"wisp run did not exit within 60 s; its output:\n{c.output()}")
+        assert code == 3
         log = c.output()
         assert "session-start budget is nearly spent: 3 of 1000 left" in log
         assert "no IDENTIFY was sent" in log

@@ -634,26 +634,49 @@ async def test_online_bot_uses_the_configured_rest_and_gateway_urls(wisp_project
 
 
 async def test_a_bot_that_never_gets_ready_stops_after_ready_timeout(wisp_project):
-    """Every IDENTIFY refused (the day's session starts spent): start-up gives up
-    after ``[discord] ready_timeout`` and says which key to raise."""
+    """A gateway (proxy) that accepts the connection and never says HELLO: start-up
+    gives up after ``[discord] ready_timeout`` and says which key to raise."""
+    from aiohttp import web
+
     from wisp.plugins.discord import enable
 
-    async with FakeDiscord(session_start_remaining=0) as fake:
-        app = make_app(
-            wisp_project,
-            f'token = "any"\napi_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
-            "ready_timeout = 1.5\n",
-        )
-        app.configure()
-        service = enable(app, offline=False)
-        assert service.ready_timeout() == 1.5
-        with pytest.raises(
-            wisp.PluginError,
-            match=r"service 'discord' \(plugin 'discord'\) failed to start: ExternalServiceError: "
-            r"Discord did not get ready within 1.5s \(raise \[discord\] ready_timeout",
-        ):
-            await app.start()
-        assert fake.identify_rejections  # it did try
+    accepted: list[web.WebSocketResponse] = []
+
+    async def silent(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        accepted.append(ws)
+        async for _ in ws:  # never answers
+            pass
+        return ws
+
+    server = web.Application()
+    server.router.add_get("/", silent)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with FakeDiscord() as fake:
+            app = make_app(
+                wisp_project,
+                f'token = "any"\napi_url = "{fake.api_base}"\n'
+                f'gateway_url = "ws://127.0.0.1:{port}/"\nready_timeout = 1.5\n',
+            )
+            app.configure()
+            service = enable(app, offline=False)
+            assert service.ready_timeout() == 1.5
+            with pytest.raises(
+                wisp.PluginError,
+                match=r"service 'discord' \(plugin 'discord'\) failed to start: "
+                r"ExternalServiceError: Discord did not get ready within 1.5s "
+                r"\(raise \[discord\] ready_timeout",
+            ):
+                await app.start()
+            assert accepted  # it did connect
+    finally:
+        await runner.cleanup()
     default = make_app(wisp_project, "shard_count = 4\nshard_ids = [1, 2]\n")
     default.configure()
     service = enable(default, offline=True)
