@@ -41,8 +41,8 @@ def cache_app(project, backend: str, extra: str = "", prefix: str | None = None)
 
 @pytest.fixture(params=["memory", "redis"])
 async def cache(request, project):
-    if request.param == "redis" and not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")  # skipped unset, failed unreachable
     app = cache_app(project, request.param)
     async with app:
         service = app.services.get("cache")
@@ -261,9 +261,9 @@ async def test_redis_backend_without_the_redis_plugin_is_off_and_logged(project,
 
 
 @pytest.mark.needs_plugin("metrics", "redis")
-async def test_redis_values_are_shared_between_processes_within_a_prefix(project) -> None:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+async def test_redis_values_are_shared_between_processes_within_a_prefix(
+    project, redis_url
+) -> None:
     prefix = f"test:{uuid.uuid4().hex}:"
     one = cache_app(project, "redis", prefix=prefix)
     async with one:
@@ -291,9 +291,9 @@ async def test_redis_values_are_shared_between_processes_within_a_prefix(project
 
 
 @pytest.mark.needs_plugin("metrics", "redis")
-async def test_a_redis_outage_is_a_miss_or_an_error_as_configured(project, log_lines) -> None:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+async def test_a_redis_outage_is_a_miss_or_an_error_as_configured(
+    project, log_lines, redis_url
+) -> None:
     import redis.asyncio as aioredis
     import redis.exceptions
 

@@ -127,11 +127,9 @@ async def test_healthz_and_readyz_over_http(project, database) -> None:
 
 
 @pytest.mark.needs_plugin("redis")
-async def test_readyz_covers_redis(project, database) -> None:
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+async def test_readyz_covers_redis(project, database, redis_url) -> None:
     setup_project(project, database, "http = true\nport = 0", '"storage", "redis", "health"')
-    app = project.app(autoload=None, env={"WISP_REDIS_URL": REDIS_URL})
+    app = project.app(autoload=None, env={"WISP_REDIS_URL": redis_url})
     async with app, aiohttp.ClientSession() as session:
         status, body = await get(session, app.services.get("health"), "/readyz")
         assert status == 200

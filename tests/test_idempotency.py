@@ -321,6 +321,7 @@ async def test_two_apps_on_one_store_run_an_interaction_once(
     database: tuple[str, str],
     project: Any,
     wisp_offline: Callable[..., Any],
+    request: pytest.FixtureRequest,
 ) -> None:
     """Two bot processes receive the same interaction (the same shard twice)."""
     url, schema = database
@@ -334,9 +335,8 @@ async def test_two_apps_on_one_store_run_an_interaction_once(
     )
     prefix = f"test:idem:{uuid.uuid4().hex}:"
     if store == "redis":
-        if not REDIS_URL:
-            pytest.skip("WISP_TEST_REDIS_URL is not set")
-        toml += f'backend = "redis"\nredis_prefix = "{prefix}"\n[redis]\nurl = "{REDIS_URL}"\n'
+        redis = request.getfixturevalue("redis_url")  # skipped unset, failed unreachable
+        toml += f'backend = "redis"\nredis_prefix = "{prefix}"\n[redis]\nurl = "{redis}"\n'
     project.write("wisp.toml", toml)
     fake = FakeDiscord([offline_guild()])
     one = await wisp_offline(project.app(), fake=fake)

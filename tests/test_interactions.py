@@ -478,14 +478,11 @@ def test_serve_interactions_names_what_is_missing(wisp_project: Any, wisp_exe: s
 
 @pytest.mark.needs_plugin("redis", "idempotency")
 async def test_a_duplicate_across_two_replicas_runs_once_on_redis(
-    fake: FakeDiscord, serve: Starter, key: Ed25519PrivateKey
+    fake: FakeDiscord, serve: Starter, key: Ed25519PrivateKey, redis_url: str
 ) -> None:
-    import os
     import uuid
 
-    url = os.environ.get("WISP_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
+    url = redis_url
     prefix = f"test:interactions:{uuid.uuid4().hex}:"
     config = (
         f'[redis]\nurl = "{url}"\n[idempotency]\nbackend = "redis"\nredis_prefix = "{prefix}"\n'

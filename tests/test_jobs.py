@@ -89,15 +89,13 @@ def setup_project(project, database, extra: str = "") -> None:
 
 
 @pytest.fixture
-async def redis_store():
+async def redis_store(redis_url):
     """("redis", a fresh key prefix); the keys are deleted afterwards."""
-    if not REDIS_URL:
-        pytest.skip("WISP_TEST_REDIS_URL is not set")
     import redis.asyncio as aioredis
 
     prefix = f"test:jobs:{uuid.uuid4().hex[:10]}:"
     yield "redis", prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(redis_url)
     try:
         keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
         if keys:

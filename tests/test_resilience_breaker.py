@@ -451,7 +451,7 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
     breakers = [
         CircuitBreaker(
             BreakerConfig(
-                name=name, failure_threshold=1, open_seconds=0.2, half_open_calls=3, shared=True
+                name=name, failure_threshold=1, open_seconds=1.0, half_open_calls=3, shared=True
             )
         )
         for _ in range(2)
@@ -461,7 +461,10 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
             await b.start(Services(redis=R(client)))
         with pytest.raises(Boom):
             await breakers[0].bind(boom)()
-        await asyncio.sleep(0.3)  # open elsewhere, then the open period passes
+        # Open elsewhere, then the open period passes.  It is also how long a probe
+        # may go unanswered before it is handed out again (its prober presumed
+        # dead): 1 s leaves a loaded machine room to start the 40 calls below.
+        await asyncio.sleep(1.1)
         gate = asyncio.Event()
 
         async def wait() -> str:

@@ -16,8 +16,6 @@ from wisp.plugins import storage
 
 pytestmark = pytest.mark.needs_plugin("storage")
 
-PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
-
 
 def configure(project, database, extra: str = "", **kwargs) -> wisp.Wisp:
     url, schema = database

@@ -285,7 +285,7 @@ async def test_pending_reminders_per_user_are_capped(wisp_project: Any, wisp_off
 
 def test_bad_config_names_the_field(wisp_project: Any) -> None:
     wisp_project.write("wisp.toml", "[reminders]\nmax_text = 5000\n")
-    with pytest.raises(wisp.ConfigError, match="max_text must be between 1 and 1900"):
+    with pytest.raises(wisp.ConfigError, match=r"reminders\.max_text: must be between 1 and 1900"):
         wisp_project.app(plugins=PLUGINS).configure()
 
 
