@@ -679,7 +679,15 @@ async def test_a_suspect_step_that_cannot_run_alone_runs_beside_the_others_and_c
     app = make_app(project, make_saga(rec))
     async with app:
         sagas = app.services.get("sagas")
-        assert await sagas.recover() == 2
+        # Each run is recoverable once its lease lapses (a loaded machine may see
+        # one lapse before the other).
+        recovered = 0
+        deadline = time.monotonic() + 10
+        while recovered < 2 and time.monotonic() < deadline:
+            recovered += await sagas.recover()
+            if recovered < 2:
+                await asyncio.sleep(0.05)
+        assert recovered == 2
         suspect = await sagas.wait(suspect_id, timeout=30)
         blocker = await sagas.wait(blocker_id, timeout=30)
     assert suspect.status is RunStatus.COMPENSATED
