@@ -439,6 +439,9 @@ class Wisp:
             asked = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait({starting, asked}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                starting.cancel()  # serve itself was cancelled: so is the start
+                raise
             finally:
                 asked.cancel()
             if not starting.done():
