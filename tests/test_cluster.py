@@ -87,8 +87,17 @@ class Cluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WISP_")}
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack: see hung()
         env.update(extra)
         return env
+
+    async def hung(self, proc: asyncio.subprocess.Process) -> str:
+        """Abort a process that did not exit and return the output with its stacks."""
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+        return self.output()
 
     async def spawn(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         n = len(self.procs)
@@ -104,7 +113,7 @@ class Cluster:
 
     def output(self) -> str:
         return "\n".join(
-            f"--- process {pid} ---\n{path.read_text(errors='replace')[-3000:]}"
+            f"--- process {pid} ---\n{path.read_text(errors='replace')[-6000:]}"
             for pid, path in self.logs.items()
         )
 
@@ -439,7 +448,7 @@ async def test_a_spent_session_budget_stops_before_any_identify(tmp_path, redis_
         try:
             code = await asyncio.wait_for(proc.wait(), 60)
         except TimeoutError:  # seen once under load: keep what the process said
-            pytest.fail(f"wisp run did not exit within 60 s; its output:\n{c.output()}")
+            pytest.fail(f"wisp run did not exit within 60 s; its output:\n{await c.hung(proc)}")
         assert code == 3
         log = c.output()
         assert "session-start budget is nearly spent: 3 of 1000 left" in log
