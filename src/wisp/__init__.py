@@ -40,6 +40,7 @@ from wisp.targets import (
     event_handler,
     job,
 )
+from wisp.tasks import cancel_and_wait
 
 try:
     __version__ = version("wisp-framework")
@@ -81,6 +82,7 @@ __all__ = [
     "WispDeprecationWarning",
     "WispError",
     "__version__",
+    "cancel_and_wait",
     "command",
     "current_context",
     "event_handler",

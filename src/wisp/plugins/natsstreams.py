@@ -149,10 +149,8 @@ class NatsTransport:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await self.flush()
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
-            self._sender = None
+        await wisp.cancel_and_wait(self._sender)
+        self._sender = None
         with contextlib.suppress(Exception):
             await self._nc.drain()
         self._nc = self._js = None

@@ -145,10 +145,7 @@ class RedisStreamsTransport:
             async with asyncio.timeout(5):
                 await self.flush()
                 await self._flush_acks()
-        for task in (self._sender, self._acker):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await wisp.cancel_and_wait(self._sender, self._acker)
         self._sender = self._acker = None
         self._client = None
 

@@ -649,11 +649,7 @@ class ClusterService(wisp.BaseService):
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in [*tasks, *self._answers]:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await wisp.cancel_and_wait(*tasks, *self._answers)
         await self._release()
         if self.redis is not None and self.generation:
             with contextlib.suppress(Exception):

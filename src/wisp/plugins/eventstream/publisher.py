@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from wisp.plugins.eventstream.api import EventTransport, shard_of
+from wisp.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import discord
@@ -114,10 +115,8 @@ class Publisher:
             self._task = asyncio.create_task(self._write_snapshots(), name="wisp events snapshots")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.write_dirty()
 
     async def write_dirty(self) -> None:

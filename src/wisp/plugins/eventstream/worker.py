@@ -98,10 +98,8 @@ class EventWorker(wisp.BaseService):
         await super().start()
 
     async def stop(self) -> None:
-        if self._balancer is not None:
-            self._balancer.cancel()
-            await asyncio.gather(self._balancer, return_exceptions=True)
-            self._balancer = None
+        await wisp.cancel_and_wait(self._balancer)
+        self._balancer = None
         for shard in list(self.owned):
             await self._drop(shard, release=True)
         if self._transport is not None:
@@ -167,9 +165,7 @@ class EventWorker(wisp.BaseService):
     async def _drop(self, shard: int, *, release: bool) -> None:
         """Stop reading ``shard``, finish (and ack) what was taken from it, then
         give the lease back."""
-        task = self.owned.pop(shard)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await wisp.cancel_and_wait(self.owned.pop(shard))
         pending = self._inflight.get(shard, set())
         if pending:
             await asyncio.wait(pending)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -161,11 +160,8 @@ class Claim:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        await wisp.cancel_and_wait(self._heartbeat)
+        self._heartbeat = None
         svc = self.service
         if exc is None:
             try:

@@ -45,6 +45,7 @@ from typing import Any
 from loguru import logger
 
 from wisp.plugins.jobs.api import Job, JobStatus, NewJob, dumps_payload
+from wisp.tasks import cancel_and_wait
 
 __all__ = ["RedisBackend"]
 
@@ -668,8 +669,5 @@ class RedisBackend:
                     await pubsub.aclose()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await cancel_and_wait(self._listener)
         self._listener = None

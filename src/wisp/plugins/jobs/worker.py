@@ -28,6 +28,7 @@ from wisp.plugins.jobs.api import Job, JobsBackend
 from wisp.plugins.jobs.config import JobsConfig
 from wisp.plugins.jobs.schedule import Schedule, Scheduler, collect_schedules
 from wisp.plugins.metrics.api import record_outcome
+from wisp.tasks import cancel_and_wait
 
 __all__ = ["Worker", "backoff_seconds", "worker_name"]
 
@@ -130,11 +131,7 @@ class Worker:
             await self._shutdown()
             if self._recorder is not None:  # outcomes still being written
                 await asyncio.wait([self._recorder])
-            for task in helpers:
-                task.cancel()
-            for task in helpers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*helpers)
             logger.info(
                 "worker {} stopped: {} completed, {} failed, {} dead-lettered",
                 self.name,

@@ -33,6 +33,7 @@ from loguru import logger
 from wisp.plugins.locks.api import LockInfo
 from wisp.plugins.locks.backend import Attempt, Wake
 from wisp.plugins.locks.fencing import redis_fenced_set
+from wisp.tasks import cancel_and_wait
 
 __all__ = ["RedisBackend"]
 
@@ -161,12 +162,7 @@ class RedisBackend:
     async def close(self) -> None:
         if self._chores:  # a last pass-on may matter to other processes' waiters
             await asyncio.wait(list(self._chores), timeout=1.0)
-        tasks = [*self._chores, *([self._listener] if self._listener else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._chores, self._listener)
         self._listener = None
 
     def _chore(self, coro: Any) -> None:

@@ -151,10 +151,7 @@ class HeldLock:
 
     async def _stop_extending(self) -> None:
         task, self._extender = self._extender, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await wisp.cancel_and_wait(task)
 
 
 class _Acquisition:

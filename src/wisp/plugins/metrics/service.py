@@ -4,7 +4,6 @@ snapshots ``wisp metrics`` reads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -106,11 +105,8 @@ class MetricsService(wisp.BaseService, MetricsRegistry):
 
             global_bus.remove_listener(self._listener)
             self._listener = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await wisp.cancel_and_wait(self._task)
+        self._task = None
         if self.config.snapshot:
             try:
                 if len(self):

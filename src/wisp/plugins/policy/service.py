@@ -8,7 +8,6 @@ the audit plugin blocked they are simply not recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,11 +118,8 @@ class PolicyService(wisp.BaseService):
         await super().start()
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await wisp.cancel_and_wait(self._listener)
+        self._listener = None
         await super().stop()
 
     async def _listen(self, pubsub: Any) -> None:

@@ -645,9 +645,7 @@ class _Hub:
     async def detach(self, breaker: CircuitBreaker) -> None:
         self.breakers.pop(breaker.name, None)
         if not self.breakers and self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await wisp.cancel_and_wait(self._listener)
             self._listener = None
 
     async def _listen(self, subscribed: asyncio.Future[None]) -> None:

@@ -340,10 +340,7 @@ class LoadShedder(Pattern):
         self._lazy_start = False
         self.overloaded = False
         task, self._sampler = self._sampler, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await wisp.cancel_and_wait(task)
 
     # -- wrapping ---------------------------------------------------------------
 

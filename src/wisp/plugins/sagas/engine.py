@@ -59,6 +59,7 @@ from wisp.plugins.sagas.api import (
     step_key,
 )
 from wisp.plugins.sagas.config import SagasConfig
+from wisp.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from wisp.context import WispContext
@@ -277,9 +278,7 @@ class Engine:
         finally:
             self.active.pop(run.id, None)
             self._carry.pop(run.id, None)
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait(beat)
         return run
 
     # -- leases -----------------------------------------------------------------------

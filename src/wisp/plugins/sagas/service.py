@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -145,12 +144,7 @@ class SagasService:
 
     async def stop(self) -> None:
         await self.stop_scanning()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await wisp.cancel_and_wait(*self._tasks)
         if self._journal is not None:
             await self._journal.close()
         self.started = False
@@ -264,11 +258,8 @@ class SagasService:
     async def stop_scanning(self) -> None:
         """Stop this process's periodic recovery scan (inline mode); CLI commands
         that act on one run do, so that no scan takes runs meanwhile."""
-        if self._scanner is not None:
-            self._scanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scanner
-            self._scanner = None
+        await wisp.cancel_and_wait(self._scanner)
+        self._scanner = None
 
     async def drain(self) -> None:
         """Wait for the runs this process drives inline to end."""
