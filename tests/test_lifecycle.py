@@ -195,6 +195,27 @@ async def test_serve_stops_gracefully_on_sigterm(project) -> None:
     assert app.state is State.STOPPED
 
 
+async def test_sigterm_during_start_up_stops_there(project) -> None:
+    """A service still starting (waiting for a lease, say) when SIGTERM comes: serve
+    returns at once; the half-started service and those before it are stopped."""
+    trail: list[str] = []
+
+    class Waiting(Recorded):
+        async def start(self) -> None:
+            self.trail.append("waiting")
+            await asyncio.Event().wait()  # never ready
+
+    app = project.app()
+    app.register(plugin_with(Recorded("db", trail), Waiting("lease", trail, ("db",))), "p")
+    task = asyncio.create_task(app.serve())
+    while "waiting" not in trail:
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 5)
+    assert trail == ["start db", "waiting", "stop lease", "stop db"]
+    assert app.state is State.STOPPED
+
+
 def test_wisp_run_shuts_down_on_sigint(project, tmp_path: Path, wisp_exe: str) -> None:
     marker = tmp_path / "trail.txt"
     project.write("wisp.toml", "[wisp]\nautoload = false\n")

@@ -11,6 +11,7 @@ chain and always returns an :class:`~wisp.responses.Outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import os
@@ -432,7 +433,24 @@ class Wisp:
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 pass
         try:
-            await self.start()
+            # A signal during start-up (a shard waiting to IDENTIFY, a standby waiting
+            # for a lease) stops it there, rather than after a start that may take minutes.
+            starting = asyncio.ensure_future(self.start())
+            asked = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({starting, asked}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                starting.cancel()  # serve itself was cancelled: so is the start
+                raise
+            finally:
+                asked.cancel()
+            if not starting.done():
+                logger.warning("stop asked for during start-up: stopping what had started")
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                return
+            starting.result()
             logger.info("wisp is running; press Ctrl+C to stop")
             await stop.wait()
             logger.info("stopping")
