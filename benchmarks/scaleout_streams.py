@@ -26,6 +26,9 @@ Run::
 
     python benchmarks/scaleout_streams.py            # ~1 min
     python benchmarks/scaleout_streams.py --quick    # ~20 s, noisier
+
+``WISP_BENCH_PROFILE=DIR`` runs each Wisp worker under cProfile and writes
+``DIR/<case>-<worker>.prof`` when it stops.
 """
 
 from __future__ import annotations
@@ -121,6 +124,14 @@ def worker_main(args: argparse.Namespace) -> None:
         shards = [int(s) for s in args.shards.split(",")]
         ready = str(Path(args.out).with_suffix(".ready"))
         asyncio.run(_bare_worker(args.prefix, shards, args.name, out, ready))
+    elif os.environ.get("WISP_BENCH_PROFILE"):  # a directory: one cProfile dump per worker
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            asyncio.run(_wisp_worker(Path(args.root), args.name, out))
+        profile.dump_stats(
+            Path(os.environ["WISP_BENCH_PROFILE"]) / f"{Path(args.root).name}-{args.name}.prof"
+        )
     else:
         asyncio.run(_wisp_worker(Path(args.root), args.name, out))
 
