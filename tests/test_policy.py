@@ -305,6 +305,63 @@ async def test_a_change_reaches_other_processes_through_redis(project, database,
                 await asyncio.sleep(0.01)
 
 
+@pytest.mark.needs_plugin("redis")
+async def test_a_dropped_subscription_is_restored(project, database, redis_url) -> None:
+    """Redis drops the listener's connection (a restart, a proxy, CLIENT KILL): the
+    process subscribes again, and a change made afterwards still reaches it."""
+    import redis.asyncio as aioredis
+
+    from wisp.plugins.policy.engine import Action, Actor, Rule, Scope
+
+    setup_project(project, database)
+    url, schema = database
+    project.write(
+        "wisp.toml",
+        f"""
+        [wisp]
+        autoload = false
+        plugins = ["storage", "policy", "redis"]
+        command_paths = ["bot"]
+        [storage]
+        url = "{url}"
+        schema = "{schema}"
+        auto_migrate = true
+        [redis]
+        url = "{redis_url}"
+    """,
+    )
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        first = project.app(autoload=None)
+        async with first:
+            before = {c["id"] for c in await admin.client_list(_type="pubsub")}
+            second = project.app(autoload=None)
+            async with second:
+                theirs = [
+                    c["id"]
+                    for c in await admin.client_list(_type="pubsub")
+                    if c["id"] not in before
+                ]
+                assert theirs, "the second process has no subscription to drop"
+                one, two = first.services.get("policy"), second.services.get("policy")
+                actor = Actor(USER, GUILD, None)
+                assert (await two.explain("fun.roll", actor)).decision.allowed  # cached
+                for client_id in theirs:
+                    await admin.client_kill_filter(_id=client_id)
+                await one.add(Rule("fun.roll", Action.DENY, Scope.USER, USER, 0, GUILD))
+                async with asyncio.timeout(10):
+                    while (await two.explain("fun.roll", actor)).decision.allowed:
+                        await asyncio.sleep(0.05)
+                other = Actor(USER, GUILD + 1, None)
+                assert (await two.explain("fun.dance", other)).decision.allowed  # cached again
+                await one.add(Rule("fun.*", Action.DENY, Scope.GLOBAL, None, 0, None))
+                async with asyncio.timeout(10):
+                    while (await two.explain("fun.dance", other)).decision.allowed:
+                        await asyncio.sleep(0.05)
+    finally:
+        await admin.aclose()
+
+
 async def test_the_resolution_table_through_the_database(project, database) -> None:
     """Every case of tests/test_policy_engine.py, stored as rows and decided by the service."""
     from sqlalchemy import delete

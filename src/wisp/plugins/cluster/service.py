@@ -603,18 +603,15 @@ class ClusterService(wisp.BaseService):
     # -- admin queries -------------------------------------------------------------------
 
     async def _serve_queries(self) -> None:
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(self.keys.queries())
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                task = asyncio.ensure_future(self._answer(message["data"]))
-                self._answers.add(task)
-                task.add_done_callback(self._answers.discard)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        # A query missed while the subscription was down times out for its asker.
+        await self.app.services.get("redis").listen(
+            self.keys.queries(), self._on_query, what="cluster admin queries"
+        )
+
+    def _on_query(self, data: bytes) -> None:
+        task = asyncio.ensure_future(self._answer(data))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     async def _answer(self, data: Any) -> None:
         try:

@@ -111,10 +111,27 @@ class PolicyService(wisp.BaseService):
     async def start(self) -> None:
         self.db = self.app.services.get("db") if self.stored else None
         if "redis" in self.app.services:
-            self._redis = self.app.services.get("redis").client
-            pubsub = self._redis.pubsub()
-            await pubsub.subscribe(CHANNEL)
-            self._listener = asyncio.create_task(self._listen(pubsub))
+            service = self.app.services.get("redis")
+            self._redis = service.client
+            subscribed = asyncio.Event()
+            self._listener = asyncio.create_task(
+                service.listen(
+                    CHANNEL,
+                    self._on_message,
+                    on_gap=self.invalidate,  # changes may have been missed: forget them all
+                    subscribed=subscribed,
+                    what="policy cache invalidation",
+                ),
+                name="wisp policy invalidation",
+            )
+            try:
+                async with asyncio.timeout(10):
+                    await subscribed.wait()  # no change may slip past before start returns
+            except TimeoutError:
+                await wisp.cancel_and_wait(self._listener)
+                raise wisp.ExternalServiceError(
+                    detail="could not subscribe to the policy channel in Redis within 10 s"
+                ) from None
         await super().start()
 
     async def stop(self) -> None:
@@ -122,15 +139,14 @@ class PolicyService(wisp.BaseService):
         self._listener = None
         await super().stop()
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                data = message["data"].decode() if isinstance(message["data"], bytes) else ""
-                self.invalidate(None if data == "*" else int(data))
-        finally:
-            await pubsub.aclose()
+    def _on_message(self, data: bytes) -> None:
+        text = data.decode(errors="replace")
+        if text == "*":
+            self.invalidate(None)
+        elif text.isdigit():
+            self.invalidate(int(text))
+        else:
+            logger.warning("policy: ignored a malformed invalidation: {!r}", text[:100])
 
     async def _changed(self, guild_id: int | None) -> None:
         """Drop the cache here at once, and in every other process through Redis."""
