@@ -103,7 +103,10 @@ class RedisService(wisp.BaseService):
                     kind = message.get("type")
                     if kind == "message":
                         data = message["data"]
-                        on_message(data if isinstance(data, bytes) else str(data).encode())
+                        try:
+                            on_message(data if isinstance(data, bytes) else str(data).encode())
+                        except Exception:  # the handler's bug, not the subscription's
+                            logger.exception("redis: handling a message for {} failed", label)
                     elif kind == "subscribe":  # also after redis-py reconnects by itself
                         if first:
                             first = False
