@@ -127,6 +127,8 @@ def worker_main(args: argparse.Namespace) -> None:
     elif os.environ.get("WISP_BENCH_PROFILE"):  # a directory: one cProfile dump per worker
         import cProfile
 
+        where = Path(os.environ["WISP_BENCH_PROFILE"])
+        where.mkdir(parents=True, exist_ok=True)  # before the run, not after it
         with cProfile.Profile() as profile:
             asyncio.run(_wisp_worker(Path(args.root), args.name, out))
         profile.dump_stats(

@@ -56,6 +56,16 @@ def setup_project(
     )
 
 
+def setup_with_redis(project, database, redis_url: str) -> None:
+    """The project of setup_project, with the redis plugin on ``redis_url``."""
+    setup_project(
+        project,
+        database,
+        f'[redis]\nurl = "{redis_url}"',
+        plugins='"storage", "policy", "redis"',
+    )
+
+
 TAKEN: list[str] = []
 
 
@@ -267,25 +277,7 @@ async def test_slash_policy_commands_guarded_by_policy_manage(project, database,
 
 @pytest.mark.needs_plugin("redis")
 async def test_a_change_reaches_other_processes_through_redis(project, database, redis_url) -> None:
-    setup_project(project, database)
-    url, schema = database
-    project.write(
-        "wisp.toml",
-        f"""
-        [wisp]
-        autoload = false
-        plugins = ["storage", "policy", "redis"]
-        command_paths = ["bot"]
-
-        [storage]
-        url = "{url}"
-        schema = "{schema}"
-        auto_migrate = true
-
-        [redis]
-        url = "{redis_url}"
-    """,
-    )
+    setup_with_redis(project, database, redis_url)
     from wisp.plugins.policy.engine import Action, Actor, Rule, Scope
 
     first, second = project.app(autoload=None), project.app(autoload=None)
@@ -313,23 +305,7 @@ async def test_a_dropped_subscription_is_restored(project, database, redis_url) 
 
     from wisp.plugins.policy.engine import Action, Actor, Rule, Scope
 
-    setup_project(project, database)
-    url, schema = database
-    project.write(
-        "wisp.toml",
-        f"""
-        [wisp]
-        autoload = false
-        plugins = ["storage", "policy", "redis"]
-        command_paths = ["bot"]
-        [storage]
-        url = "{url}"
-        schema = "{schema}"
-        auto_migrate = true
-        [redis]
-        url = "{redis_url}"
-    """,
-    )
+    setup_with_redis(project, database, redis_url)
     admin = aioredis.Redis.from_url(redis_url)
     try:
         first = project.app(autoload=None)
