@@ -39,11 +39,12 @@ from wisp.testing import WispProject
 pytestmark = pytest.mark.needs_plugin("restlimits")
 
 TOKEN = "restlimits-test-token"
-#: Seconds the four processes' limiter keeps between a window and the next.  The
+#: Seconds the limiters in these tests keep between a window and the next.  The
 #: fake times a request when its handler runs in this (xdist worker) process; on 2
-#: shared cores that loop can stall for a few hundred ms and then admit a backlog at
-#: once, which Discord would have seen spread out.  0.2 let 9 of 200 through as
-#: global 429s in one CI run.  ``margin`` is the knob operators turn for jitter.
+#: shared cores a loop can stall for a few hundred ms and then admit a backlog at
+#: once, which Discord would have seen spread out.  At 0.2 (four processes) and at
+#: the default 0.1 (two apps, beside CI) loaded runs got global 429s.  ``margin`` is the knob
+#: operators turn for jitter.
 MARGIN = 0.5
 CHANNELS = [DEFAULT_GUILD_ID + 100 + i for i in range(8)]
 
@@ -89,6 +90,7 @@ def _limiter(client: Any, prefix: str, **config: Any) -> Any:
     from wisp.plugins.restlimits.discordpy import api_base
     from wisp.plugins.restlimits.limiter import SharedRestLimiter
 
+    config.setdefault("margin", MARGIN)
     return SharedRestLimiter(client, RestLimitsConfig(prefix=prefix, **config), api_base)
 
 
@@ -219,6 +221,7 @@ async def test_global_limit_is_shared_by_two_apps(redis_prefix, redis_url, tmp_p
                 [restlimits]
                 prefix = "{prefix}"
                 global_per_second = 10
+                margin = {MARGIN}
                 """,
             )
             app = project.app(plugins=["discord", "redis", "restlimits", "metrics"])

@@ -32,6 +32,7 @@ __all__ = [
     "ConfigSource",
     "CoreConfig",
     "find_rootdir",
+    "not_negative",
     "positive",
     "redact",
 ]
@@ -51,6 +52,12 @@ def positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     loader names ``section.key`` itself and drops that name."""
     if value is not None and not value > 0:
         raise ValueError(f"{attribute.name} must be greater than 0")
+
+
+def not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """attrs validator for margins, reserves and retry counts: 0 or more, or ``None``."""
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more")
 
 
 def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:

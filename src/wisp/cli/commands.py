@@ -11,7 +11,7 @@ import attrs
 if TYPE_CHECKING:
     from wisp.app import Wisp
 
-__all__ = ["CliCommand"]
+__all__ = ["CliCommand", "positive_int"]
 
 RunResult = int | None
 Runner = Callable[["Wisp", argparse.Namespace], RunResult | Awaitable[RunResult]]
@@ -36,3 +36,14 @@ class CliCommand:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     configure: bool = True
     start: bool = False
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts and limits: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import wisp
+from wisp.cli.commands import positive_int
 
 __all__ = ["COMMANDS", "parse_since"]
 
@@ -35,16 +36,6 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def _args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="audit records, oldest first")
@@ -60,7 +51,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     )
     ls.add_argument("--request", help="only the records of this request id")
     ls.add_argument(
-        "--limit", type=_positive_int, default=100, help="the newest N records (default 100)"
+        "--limit", type=positive_int, default=100, help="the newest N records (default 100)"
     )
     ls.add_argument("--json", action="store_true", help="one JSON object a line")
 

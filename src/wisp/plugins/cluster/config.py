@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from wisp.config import positive
+from wisp.config import not_negative, positive
 
 __all__ = ["ClusterConfig", "parse_range"]
 
@@ -25,11 +25,6 @@ def parse_range(text: str, what: str = "shards") -> tuple[int, int]:
     if last < first:
         raise ValueError(f"{what} {text!r} runs backwards: write {last}-{first}")
     return first, last
-
-
-def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError("must be 0 or more")
 
 
 def _range(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -54,9 +49,7 @@ class ClusterConfig:
     #: Static ownership: the shards this process runs, like ``"4-7"`` (also ``--shards``).
     shards: str | None = attrs.field(default=None, validator=_range)
     #: Static ownership by ordinal: this process runs range number ``ordinal``.
-    ordinal: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_not_negative)
-    )
+    ordinal: int | None = attrs.field(default=None, validator=not_negative)
     #: Read the ordinal from this environment variable's trailing ``-N`` (a
     #: Kubernetes StatefulSet pod name such as ``bot-2``; e.g. ``POD_NAME``).
     ordinal_env: str | None = None
@@ -71,9 +64,9 @@ class ClusterConfig:
     #: Seconds one IDENTIFY holds its bucket (Discord: 5).
     identify_window: float = attrs.field(default=5.0, validator=positive)
     #: Seconds added to the window against network and scheduling jitter.
-    identify_margin: float = attrs.field(default=0.5, validator=_not_negative)
+    identify_margin: float = attrs.field(default=0.5, validator=not_negative)
     #: Session starts to leave unspent: refuse to start when fewer would remain.
-    session_reserve: int = attrs.field(default=0, validator=_not_negative)
+    session_reserve: int = attrs.field(default=0, validator=not_negative)
     #: Seconds an event's identity is remembered while two generations overlap.
     dedup_ttl: float = attrs.field(default=60.0, validator=positive)
     #: Seconds ``wisp cluster query`` waits for the answers.

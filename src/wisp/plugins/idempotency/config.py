@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
-from wisp.config import positive
+from wisp.config import not_negative, positive
 
 __all__ = ["IdempotencyConfig"]
-
-
-def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be 0 or more")
 
 
 @attrs.frozen
@@ -29,7 +24,7 @@ class IdempotencyConfig:
     #: Renew a running claim every lease_seconds / 3 while its operation runs.
     heartbeat: bool = True
     #: Seconds between scheduled cleanups of expired keys (the jobs plugin's scheduler); 0: off.
-    cleanup_seconds: float = attrs.field(default=3600.0, validator=_not_negative)
+    cleanup_seconds: float = attrs.field(default=3600.0, validator=not_negative)
     #: Commands the middleware guards: "marked" (metadata idempotent=...) or "all".
     commands: Literal["marked", "all"] = "marked"
     #: How long the middleware remembers a command's reply (default: ttl_seconds).
@@ -37,7 +32,7 @@ class IdempotencyConfig:
     #: A repeat of the same interaction or message (a replay, a second process) that finds
     #: the first still running waits this long for its result before answering "still
     #: working": Discord takes one answer per interaction, and the first's is the real one.
-    repeat_wait_seconds: float = attrs.field(default=1.5, validator=_not_negative)
+    repeat_wait_seconds: float = attrs.field(default=1.5, validator=not_negative)
     #: The reply to a repeat that arrives while the first delivery still runs.
     in_progress_message: str = (
         "Still working on it: this request is already running. Try again in a moment."

@@ -11,21 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import wisp
+from wisp.cli.commands import positive_int
 from wisp.plugins.jobs.api import Job, JobStatus
 from wisp.plugins.jobs.config import JobsConfig
 from wisp.plugins.jobs.worker import Worker
 
 __all__ = ["COMMANDS"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _non_negative(text: str) -> float:
@@ -40,7 +31,7 @@ def _non_negative(text: str) -> float:
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queues", help="comma-separated queues (default: [jobs] queues)")
-    p.add_argument("--concurrency", type=_positive_int, help="jobs run at once")
+    p.add_argument("--concurrency", type=positive_int, help="jobs run at once")
     p.add_argument("--name", help="this worker's name in leases (default: host:pid:random)")
     p.add_argument(
         "--burst",
@@ -122,7 +113,7 @@ def _jobs_args(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--status", choices=[s.value for s in JobStatus])
     ls.add_argument("--queue")
     ls.add_argument("--type")
-    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = sub.add_parser("show", help="one job, every field")
     show.add_argument("job_id")

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
-from wisp.config import positive
+from wisp.config import not_negative, positive
 
 __all__ = ["RestLimitsConfig"]
-
-
-def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value < 0:
-        raise ValueError(f"must be 0 or more, not {value!r}")
 
 
 @attrs.frozen
@@ -31,18 +24,18 @@ class RestLimitsConfig:
     #: Seconds kept between one window and the next (the global second, a
     #: bucket's window): requests granted at the edge of a window reach Discord
     #: a little later and unevenly.  Raise it on a loaded host or a slow network.
-    margin: float = attrs.field(default=0.1, validator=_not_negative)
+    margin: float = attrs.field(default=0.1, validator=not_negative)
     #: Discord's budget of invalid requests (401, 403, 429) per 10 minutes per IP.
     invalid_limit: int = attrs.field(default=10_000, validator=positive)
     #: Hold every request once this many invalid requests were counted in the
     #: last 10 minutes (0: no guard).  Exhausting the budget bans the IP for an hour.
-    invalid_backoff_at: int = attrs.field(default=5_000, validator=_not_negative)
+    invalid_backoff_at: int = attrs.field(default=5_000, validator=not_negative)
     #: Processes that share one egress IP share an invalid-request count: give
     #: them the same group (the default shares it across everything on this Redis).
     invalid_group: str = "default"
     #: Retries of a 429 that a REST proxy made (no ``Via`` header, a JSON body),
     #: after its Retry-After; 0: raise at once, as discord.py does.
-    proxy_retries: int = attrs.field(default=3, validator=_not_negative)
+    proxy_retries: int = attrs.field(default=3, validator=not_negative)
     #: A proxy 429 asking for a longer wait than this is raised, not waited out.
     proxy_max_wait: float = attrs.field(default=30.0, validator=positive)
 

@@ -10,21 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import wisp
+from wisp.cli.commands import positive_int
 from wisp.plugins.sagas.api import DefinitionChanged, Run, RunStatus
 from wisp.plugins.sagas.config import SagasConfig
 from wisp.plugins.sagas.engine import check_definition
 
 __all__ = ["COMMANDS", "format_run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _when(epoch: float | None) -> str:
@@ -101,7 +92,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     ls = sub.add_parser("list", help="runs, newest first")
     ls.add_argument("--status", choices=[s.value for s in RunStatus])
     ls.add_argument("--saga")
-    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = sub.add_parser("show", help="one run and its history")
     show.add_argument("run_id")

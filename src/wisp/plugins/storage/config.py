@@ -6,12 +6,7 @@ from typing import Any
 
 import attrs
 
-from wisp.config import positive
-
-
-def _not_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError("must be 0 or more")
+from wisp.config import not_negative, positive
 
 
 def _url(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -33,7 +28,7 @@ class StorageConfig:
     #: PostgreSQL schema for every table (sets ``search_path``); empty: the default.
     schema: str = ""
     pool_size: int = attrs.field(default=5, validator=positive)
-    max_overflow: int = attrs.field(default=10, validator=_not_negative)
+    max_overflow: int = attrs.field(default=10, validator=not_negative)
     pool_timeout: float = attrs.field(default=30.0, validator=positive)
     #: Seconds a SQLite writer waits for a lock before failing.
     sqlite_busy_timeout: float = attrs.field(default=30.0, validator=positive)
