@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -193,6 +194,30 @@ async def test_serve_stops_gracefully_on_sigterm(project) -> None:
     await asyncio.wait_for(task, 5)
     assert trail == ["start db", "stop db"]
     assert app.state is State.STOPPED
+
+
+async def test_serve_applies_gc_threshold_and_restores_it(project) -> None:
+    """``[wisp] gc_threshold`` holds while the app serves; the process's own
+    thresholds come back when it stops (tests and embedders share the process)."""
+    before = gc.get_threshold()
+    project.write("wisp.toml", "[wisp]\ngc_threshold = 12345\n")
+    app = project.app()
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.serve(stop))
+    while app.state is not State.STARTED:
+        await asyncio.sleep(0.01)
+    assert gc.get_threshold() == (12345, *before[1:])
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert gc.get_threshold() == before
+
+
+def test_gc_threshold_must_be_positive(project) -> None:
+    project.write("wisp.toml", "[wisp]\ngc_threshold = 0\n")
+    with pytest.raises(
+        wisp.ConfigError, match=r"wisp\.gc_threshold: must be greater than 0; got 0"
+    ):
+        project.app().configure()
 
 
 async def test_sigterm_during_start_up_stops_there(project) -> None:

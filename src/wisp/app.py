@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import inspect
 import os
 import signal
@@ -432,6 +433,7 @@ class Wisp:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 pass
+        gc_before = gc.get_threshold()
         try:
             # A signal during start-up (a shard waiting to IDENTIFY, a standby waiting
             # for a lease) stops it there, rather than after a start that may take minutes.
@@ -451,13 +453,18 @@ class Wisp:
                     await starting
                 return
             starting.result()
+            if self.config.core.gc_threshold is not None:  # read by start's configure
+                gc.set_threshold(self.config.core.gc_threshold, *gc_before[1:])
             logger.info("wisp is running; press Ctrl+C to stop")
             await stop.wait()
             logger.info("stopping")
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            await self.stop()
+            try:
+                await self.stop()
+            finally:
+                gc.set_threshold(*gc_before)
 
     # -- invocation -------------------------------------------------------------
 
