@@ -8,7 +8,7 @@ import pytest
 
 import wisp
 from wisp.cli.main import main
-from wisp.config import positive, redact
+from wisp.config import not_negative, positive, redact
 
 
 @attrs.frozen
@@ -216,3 +216,18 @@ def test_positive_names_its_field_in_code_and_allows_unset() -> None:
         Sizes(batch=0)
     with pytest.raises(ValueError, match=r"^timeout must be greater than 0$"):
         Sizes(timeout=-0.5)
+
+
+def test_not_negative_allows_zero_and_unset_and_refuses_nan() -> None:
+    @attrs.frozen
+    class Margins:
+        margin: float = attrs.field(default=0.0, validator=not_negative)
+        reserve: int | None = attrs.field(default=None, validator=not_negative)
+
+    assert Margins(margin=0.0, reserve=None).margin == 0.0
+    with pytest.raises(ValueError, match=r"^reserve must be 0 or more$"):
+        Margins(reserve=-1)
+    with pytest.raises(ValueError, match=r"^margin must be 0 or more$"):
+        Margins(margin=float("nan"))
+    with pytest.raises(ValueError, match=r"^margin must be greater than 0$"):
+        attrs.make_class("Sizes", {"margin": attrs.field(validator=positive)})(float("nan"))

@@ -55,8 +55,9 @@ def positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def not_negative(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """attrs validator for margins, reserves and retry counts: 0 or more, or ``None``."""
-    if value is not None and value < 0:
+    """attrs validator for margins, reserves and retry counts: 0 or more, or ``None``
+    (written so that NaN fails too)."""
+    if value is not None and not value >= 0:
         raise ValueError(f"{attribute.name} must be 0 or more")
 
 
