@@ -98,20 +98,18 @@ async def _pg_schema(stack: contextlib.AsyncExitStack, url: str) -> str:
 async def _redis_opener(
     stack: contextlib.AsyncExitStack, url: str
 ) -> Callable[..., Awaitable[Any]]:
-    import redis.asyncio as aioredis
-
     from wisp.plugins.jobs.redisbackend import RedisBackend
+    from wisp.plugins.redis import RedisService
 
     base = f"test:jobs:{uuid.uuid4().hex}:"
 
-    async def client() -> Any:
-        # As the redis plugin makes it: a bounded pool that makes callers wait.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=30)
-        made = aioredis.Redis.from_pool(pool)
-        stack.push_async_callback(made.aclose)
+    async def service() -> Any:
+        made = RedisService(url)  # as the redis plugin makes it (a bounded pool)
+        await made.start()
+        stack.push_async_callback(made.stop)
         return made
 
-    admin = await client()
+    admin = (await service()).client
 
     async def cleanup() -> None:
         keys = [key async for key in admin.scan_iter(match=base + "*", count=1000)]
@@ -122,7 +120,7 @@ async def _redis_opener(
 
     async def opener(*, elsewhere: bool = False) -> Any:
         prefix = base + ("elsewhere:" if elsewhere else "main:")
-        made = RedisBackend(await client(), prefix=prefix)
+        made = RedisBackend(await service(), prefix=prefix)
         stack.push_async_callback(made.close)
         return made
 
@@ -688,6 +686,31 @@ async def test_wait_for_work_wakes_on_an_enqueue_or_times_out(backend, other, ki
     await source.enqueue(new())
     await asyncio.wait_for(waiter, 5.0)
     assert loop.time() - enqueued < 1.0
+
+
+async def test_a_lost_wake_up_subscription_wakes_the_worker_and_comes_back(
+    backend, other, kind, log_lines
+) -> None:
+    """Redis: a killed subscription wakes the waiting worker (notifications may
+    have been missed), and the next enqueue wakes it again through the new one."""
+    if kind != "redis":
+        pytest.skip("only Redis wakes workers through a subscription")
+    admin = other.client
+    before = {c["id"] for c in await admin.client_list(_type="pubsub")}
+    await backend.wait_for_work(0.2)  # subscribes, then times out
+    ours = [c["id"] for c in await admin.client_list(_type="pubsub") if c["id"] not in before]
+    assert ours
+    waiter = asyncio.create_task(backend.wait_for_work(10.0))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    for client_id in ours:
+        await admin.client_kill_filter(_id=client_id)
+    await asyncio.wait_for(waiter, 5.0)  # woken by the gap, not the 10 s timeout
+    assert any("jobs wake-up channel subscribed again" in r["message"] for r in log_lines)
+    waiter = asyncio.create_task(backend.wait_for_work(10.0))
+    await asyncio.sleep(0.2)
+    await other.enqueue(new())
+    await asyncio.wait_for(waiter, 5.0)
 
 
 async def test_times_given_in_another_time_zone_are_the_same_instant(backend) -> None:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from typing import Any
 
 import pytest
 
+import wisp
 from wisp.plugins.resilience.api import (
     CircuitOpen,
     EventKind,
@@ -364,13 +366,29 @@ async def test_policy_decorator_async_with_and_sync_functions() -> None:
 
 
 @pytest.mark.slow
+class _Services(dict):  # type: ignore[type-arg]
+    """What a breaker's start reads of ``app.services``."""
+
+    def get(self, name: str) -> object:
+        return self[name]
+
+
+async def _redis(url: str) -> Any:
+    """A started redis service, as the redis plugin makes it."""
+    from wisp.plugins.redis import RedisService
+
+    service = RedisService(url)
+    await service.start()
+    return service
+
+
 def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "proc.py"
     script.write_text(
         textwrap.dedent(f"""
         import asyncio, sys
-        import redis.asyncio as aioredis
+        from wisp.plugins.redis import RedisService
         from wisp.plugins.resilience.api import CircuitOpen
         from wisp.plugins.resilience.breaker import BreakerConfig, CircuitBreaker
 
@@ -378,15 +396,12 @@ def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
             def get(self, name):
                 return self[name]
 
-        class R:
-            def __init__(self, client):
-                self.client = client
-
         async def main(role):
-            client = aioredis.Redis.from_url({redis_url!r})
+            redis = RedisService({redis_url!r})
+            await redis.start()
             b = CircuitBreaker(BreakerConfig(name={name!r}, failure_threshold=2,
                                              open_seconds=30, shared=True))
-            await b.start(Services(redis=R(client)))
+            await b.start(Services(redis=redis))
             async def boom():
                 raise RuntimeError("down")
             async def ok():
@@ -411,7 +426,7 @@ def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
                 except CircuitOpen as exc:
                     print("rejected", round(exc.retry_after))
             await b.stop()
-            await client.aclose()
+            await redis.stop()
 
         asyncio.run(main(sys.argv[1]))
     """)
@@ -436,18 +451,8 @@ def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
 
 
 async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) -> None:
-    import redis.asyncio as aioredis
-
-    class Services(dict):  # type: ignore[type-arg]
-        def get(self, name: str) -> object:
-            return self[name]
-
-    class R:
-        def __init__(self, client: object) -> None:
-            self.client = client
-
     name = f"probes-{uuid.uuid4().hex[:8]}"
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    services = [await _redis(redis_url) for _ in range(2)]
     breakers = [
         CircuitBreaker(
             BreakerConfig(
@@ -457,8 +462,8 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
         for _ in range(2)
     ]
     try:
-        for b, client in zip(breakers, clients, strict=True):
-            await b.start(Services(redis=R(client)))
+        for b, redis in zip(breakers, services, strict=True):
+            await b.start(_Services(redis=redis))
         with pytest.raises(Boom):
             await breakers[0].bind(boom)()
         # Open elsewhere, then the open period passes.  It is also how long a probe
@@ -481,8 +486,8 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
     finally:
         for b in breakers:
             await b.stop()
-        for client in clients:
-            await client.aclose()
+        for redis in services:
+            await redis.stop()
 
 
 async def test_user_errors_do_not_count_and_raise_as_keeps_the_kind_message() -> None:
@@ -511,28 +516,16 @@ async def test_user_errors_do_not_count_and_raise_as_keeps_the_kind_message() ->
     assert BreakerConfig(failure_threshold=0, failure_rate=0.5).failure_threshold is None
 
 
-class _Services(dict):  # type: ignore[type-arg]
-    def get(self, name: str) -> object:
-        return self[name]
-
-
-class _Redis:
-    def __init__(self, client: object) -> None:
-        self.client = client
-
-
 async def test_a_dead_probers_probe_is_handed_out_again(redis_url) -> None:
-    import redis.asyncio as aioredis
-
     from wisp.plugins.resilience.breaker import _PROBE
 
     name = f"dead-{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url(redis_url)
+    redis = await _redis(redis_url)
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=0.3, shared=True)
     a, b = CircuitBreaker(config), CircuitBreaker(config)
     try:
         for x in (a, b):
-            await x.start(_Services(redis=_Redis(client)))
+            await x.start(_Services(redis=redis))
         with pytest.raises(Boom):
             await a.bind(boom)()
         await asyncio.sleep(0.35)
@@ -547,21 +540,20 @@ async def test_a_dead_probers_probe_is_handed_out_again(redis_url) -> None:
     finally:
         for x in (a, b):
             await x.stop()
-        await client.aclose()
+        await redis.stop()
 
 
 async def test_a_lost_subscription_is_restored_and_resynced(log_lines, redis_url) -> None:
-    import redis.asyncio as aioredis
-
     name = f"resub-{uuid.uuid4().hex[:8]}"
-    listening, other = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    listening, opening = await _redis(redis_url), await _redis(redis_url)
+    other = opening.client
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=30, shared=True)
     watcher, opener = CircuitBreaker(config), CircuitBreaker(config)
     try:
         # Only this test's subscriptions: other tests share the Redis server.
         before = {c["id"] for c in await other.client_list(_type="pubsub")}
-        await watcher.start(_Services(redis=_Redis(listening)))
-        await opener.start(_Services(redis=_Redis(other)))
+        await watcher.start(_Services(redis=listening))
+        await opener.start(_Services(redis=opening))
         ours = [c["id"] for c in await other.client_list(_type="pubsub") if c["id"] not in before]
         assert ours
         for client_id in ours:
@@ -573,9 +565,34 @@ async def test_a_lost_subscription_is_restored_and_resynced(log_lines, redis_url
                 break
             await asyncio.sleep(0.1)
         assert watcher.state is BreakerState.OPEN
-        assert any("lost the Redis subscription" in r["message"] for r in log_lines)
+        assert any("lost the subscription for shared breakers" in r["message"] for r in log_lines)
     finally:
         for x in (watcher, opener):
             await x.stop()
-        for c in (listening, other):
-            await c.aclose()
+        for redis in (listening, opening):
+            await redis.stop()
+
+
+async def test_a_shared_breaker_that_cannot_subscribe_fails_its_start(
+    redis_url, monkeypatch, log_lines
+) -> None:
+    """Redis answers commands but no subscription can be made (here: the client
+    points at a closed port): start fails with the breaker's name, not silently."""
+    import redis.asyncio as aioredis
+
+    from wisp.plugins.resilience.breaker import _Hub
+
+    monkeypatch.setattr(_Hub, "subscribe_timeout", 0.5)
+    redis = await _redis(redis_url)
+    real = redis.client
+    redis.client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    config = BreakerConfig(name=f"deaf-{uuid.uuid4().hex[:8]}", shared=True)
+    b = CircuitBreaker(config)
+    try:
+        with pytest.raises(wisp.PluginError, match=rf"breaker {config.name}: could not subscribe"):
+            await b.start(_Services(redis=redis))
+        assert any("lost the subscription for shared breakers" in r["message"] for r in log_lines)
+    finally:
+        await redis.client.aclose()
+        redis.client = real
+        await redis.stop()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -76,9 +77,9 @@ class RedisService(wisp.BaseService):
     async def listen(
         self,
         channel: str,
-        on_message: Callable[[bytes], None],
+        on_message: Callable[[bytes], Awaitable[None] | None],
         *,
-        on_gap: Callable[[], None] | None = None,
+        on_gap: Callable[[], Awaitable[None] | None] | None = None,
         subscribed: asyncio.Event | None = None,
         what: str = "",
     ) -> None:
@@ -89,7 +90,8 @@ class RedisService(wisp.BaseService):
         the loss, subscribes again (0.1 s back-off, doubling to 5 s), and then
         calls ``on_gap``: messages published meanwhile are gone, so drop caches
         or re-check there.  ``subscribed`` is set once the first subscription
-        is in place.
+        is in place.  Either callback may be async (awaited before the next
+        message); one that raises is logged and the subscription goes on.
         """
         assert self.client is not None, "the redis service has not started"
         label = what or channel
@@ -103,11 +105,10 @@ class RedisService(wisp.BaseService):
                     kind = message.get("type")
                     if kind == "message":
                         data = message["data"]
-                        try:
-                            on_message(data if isinstance(data, bytes) else str(data).encode())
-                        except Exception:  # the handler's bug, not the subscription's
-                            logger.exception("redis: handling a message for {} failed", label)
+                        raw = data if isinstance(data, bytes) else str(data).encode()
+                        await _call(on_message, raw, what=f"handling a message for {label}")
                     elif kind == "subscribe":  # also after redis-py reconnects by itself
+                        delay = 0.1
                         if first:
                             first = False
                             if subscribed is not None:
@@ -115,8 +116,7 @@ class RedisService(wisp.BaseService):
                         else:
                             logger.info("redis: {} subscribed again", label)
                             if on_gap is not None:
-                                on_gap()
-                        delay = 0.1
+                                await _call(on_gap, what=f"catching up on {label}")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -138,6 +138,16 @@ class RedisService(wisp.BaseService):
             return wisp.Health(False, "not started")
         await self.client.ping()
         return wisp.Health(True, "PING answered")
+
+
+async def _call(callback: Callable[..., Awaitable[None] | None], *args: Any, what: str) -> None:
+    """Run a listener's callback, sync or async; its exception is its own bug."""
+    try:
+        result = callback(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("redis: {} failed", what)
 
 
 @wisp.hookimpl

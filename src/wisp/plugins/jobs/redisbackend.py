@@ -42,8 +42,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loguru import logger
-
 from wisp.plugins.jobs.api import Job, JobStatus, NewJob, dumps_payload
 from wisp.tasks import cancel_and_wait
 
@@ -431,10 +429,12 @@ def _unique(names: Sequence[str]) -> list[str]:
 
 
 class RedisBackend:
-    """:class:`~wisp.plugins.jobs.api.JobsBackend` on a ``redis.asyncio.Redis``."""
+    """:class:`~wisp.plugins.jobs.api.JobsBackend` on the ``redis`` service (its
+    client, and its ``listen`` for the wake-up channel)."""
 
-    def __init__(self, client: Any, prefix: str = "wisp:jobs:") -> None:
-        self.client = client
+    def __init__(self, redis: Any, prefix: str = "wisp:jobs:") -> None:
+        self.redis = redis
+        self.client = client = redis.client
         self.prefix = prefix
         self.channel = prefix + "wake"
 
@@ -634,39 +634,16 @@ class RedisBackend:
         self._work.clear()
 
     async def _listen(self) -> None:
-        """Follow ``wake`` until cancelled; after a lost connection, subscribe again
-        (and wake the worker: notifications may have been missed meanwhile)."""
-        delay = 0.5
-        first = True
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "message":
-                        self._work.set()
-                    elif kind == "subscribe":  # again after redis-py reconnects, too
-                        if not first:
-                            self._work.set()
-                        first = False
-                        delay = 0.5
-                        self._subscribed.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "jobs: lost the Redis subscription to {} ({}); polling, retrying in {}s",
-                    self.channel,
-                    exc,
-                    delay,
-                )
-                self._subscribed.set()  # waiters fall back to their timeout
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        """Follow ``wake`` until cancelled.  After a lost connection the service
+        subscribes again and the worker is woken: notifications may have been
+        missed meanwhile.  Until then waiters fall back to their timeout."""
+        await self.redis.listen(
+            self.channel,
+            lambda _: self._work.set(),
+            on_gap=self._work.set,
+            subscribed=self._subscribed,
+            what="the jobs wake-up channel",
+        )
 
     async def close(self) -> None:
         await cancel_and_wait(self._listener)

@@ -48,7 +48,7 @@ class JobsService(wisp.BaseService):
             from wisp.plugins.jobs.redisbackend import RedisBackend
 
             self._backend = RedisBackend(
-                self.app.services.get("redis").client, prefix=self.config.redis_prefix
+                self.app.services.get("redis"), prefix=self.config.redis_prefix
             )
         await super().start()
 

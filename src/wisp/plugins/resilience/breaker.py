@@ -517,7 +517,7 @@ class CircuitBreaker(Pattern):
             raise wisp.PluginError(
                 f"breaker {self.name}: shared = true needs the redis plugin and [redis] url"
             )
-        hub = _Hub.for_client(services.get("redis").client)
+        hub = _Hub.for_service(services.get("redis"))
         self._shared = _SharedState(hub, self)
         self._refresh_path()
         await hub.attach(self)
@@ -605,19 +605,24 @@ PREFIX = "wisp:breaker:"
 
 
 class _Hub:
-    """One Redis subscription per client for every shared breaker in the process."""
+    """One Redis subscription per redis service for every shared breaker in the
+    process (``RedisService.listen``: it subscribes again after a lost connection)."""
 
     _hubs: weakref.WeakKeyDictionary[Any, _Hub] = weakref.WeakKeyDictionary()
+    #: Seconds the first breaker's start waits for the subscription.
+    subscribe_timeout = 10.0
 
     @classmethod
-    def for_client(cls, client: Any) -> _Hub:
-        hub = cls._hubs.get(client)
+    def for_service(cls, redis: Any) -> _Hub:
+        # By client: a restarted service has a new client, and the scripts need it.
+        hub = cls._hubs.get(redis.client)
         if hub is None:
-            hub = cls._hubs[client] = _Hub(client)
+            hub = cls._hubs[redis.client] = _Hub(redis)
         return hub
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        client = redis.client
         self.breakers: dict[str, CircuitBreaker] = {}
         self.scripts = {
             name: client.register_script(text)
@@ -633,14 +638,32 @@ class _Hub:
 
     async def attach(self, breaker: CircuitBreaker) -> None:
         self.breakers[breaker.name] = breaker
-        if self._listener is None:
-            subscribed = asyncio.get_running_loop().create_future()
-            self._listener = asyncio.create_task(self._listen(subscribed))
-            try:
-                await subscribed
-            except BaseException:
-                self._listener = None  # the next breaker to attach tries again
-                raise
+        if self._listener is not None:
+            return
+        subscribed = asyncio.Event()
+        self._listener = asyncio.create_task(
+            self.redis.listen(
+                CHANNEL,
+                self._changed,
+                on_gap=self._resync,
+                subscribed=subscribed,
+                what="shared breakers",
+            ),
+            name="wisp-breakers-redis",
+        )
+        try:
+            async with asyncio.timeout(self.subscribe_timeout):
+                await subscribed.wait()
+        except BaseException as exc:
+            self.breakers.pop(breaker.name, None)
+            listener, self._listener = self._listener, None  # the next attach tries again
+            await wisp.cancel_and_wait(listener)
+            if isinstance(exc, TimeoutError):
+                raise wisp.PluginError(
+                    f"breaker {breaker.name}: could not subscribe to {CHANNEL!r} in Redis "
+                    f"within {self.subscribe_timeout:g} s"
+                ) from None
+            raise
 
     async def detach(self, breaker: CircuitBreaker) -> None:
         self.breakers.pop(breaker.name, None)
@@ -648,40 +671,10 @@ class _Hub:
             await wisp.cancel_and_wait(self._listener)
             self._listener = None
 
-    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
-        """Follow other processes' changes; resubscribe (and resync) after a lost
-        connection, logging each loss, until cancelled."""
-        delay = 0.5
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(CHANNEL)
-                if not subscribed.done():
-                    subscribed.set_result(None)
-                else:  # reconnected: changes may have been missed
-                    for breaker in list(self.breakers.values()):
-                        if breaker._shared is not None:
-                            await breaker._shared.sync()
-                delay = 0.5
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        await self._changed(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not subscribed.done():
-                    subscribed.set_exception(exc)
-                    return
-                logger.warning(
-                    "shared breakers: lost the Redis subscription ({}); retrying in {}s",
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    async def _resync(self) -> None:
+        """After a lost subscription: changes may have been missed; read them all."""
+        for breaker in list(self.breakers.values()):
+            await self._changed(breaker.name.encode())
 
     async def _changed(self, data: Any) -> None:
         name = data.decode() if isinstance(data, bytes) else str(data)
