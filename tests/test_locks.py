@@ -764,3 +764,41 @@ async def test_acquires_waits_and_timeouts_are_counted_in_metrics(project) -> No
     # One metric per kind of lock (``guild``), not one per guild.
     assert values["wisp.locks.guild.acquired"] == 2
     assert values["wisp.locks.guild.timeout"] == 1
+
+
+@pytest.mark.needs_plugin("redis", "storage")
+async def test_a_lost_wake_up_subscription_is_made_again(project, request, log_lines) -> None:
+    """Redis: kill a process's wake-up subscription; it is marked lost (health
+    reads that mark), then it is back, and a release in another process wakes
+    its waiter without polling."""
+    async with contextlib.AsyncExitStack() as stack:
+        env = Env("redis", project, stack, request)
+        await env.setup("recheck_seconds = 60.0\ndefault_ttl = 60.0\n")
+        holder_app = await env.app()
+        admin = holder_app.services.get("redis").client
+        before = {c["id"] for c in await admin.client_list(_type="pubsub")}
+        waiter_app = await env.app()
+        ours = [c["id"] for c in await admin.client_list(_type="pubsub") if c["id"] not in before]
+        assert ours
+        for client_id in ours:
+            await admin.client_kill_filter(_id=client_id)
+        backend = waiter_app.services.get("locks").backend
+        async with asyncio.timeout(10):
+            while backend._subscribed.is_set():
+                await asyncio.sleep(0.005)
+            while not backend._subscribed.is_set():
+                await asyncio.sleep(0.02)
+        messages = [r["message"] for r in log_lines]
+        assert any("lost the subscription for lock wake-ups" in m for m in messages)
+        assert any("lock wake-ups subscribed again" in m for m in messages)
+        held = await holder_app.services.get("locks").acquire("door")
+
+        async def take() -> Any:
+            return await waiter_app.services.get("locks").acquire("door")
+
+        waiter = asyncio.create_task(take())
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await held.release()
+        got = await asyncio.wait_for(waiter, 15)  # re-checks are 60 s apart: woken
+        await got.release()

@@ -89,9 +89,10 @@ class RedisService(wisp.BaseService):
         listener that dies leaves a process deaf without a word.  This one logs
         the loss, subscribes again (0.1 s back-off, doubling to 5 s), and then
         calls ``on_gap``: messages published meanwhile are gone, so drop caches
-        or re-check there.  ``subscribed`` is set once the first subscription
-        is in place.  Either callback may be async (awaited before the next
-        message); one that raises is logged and the subscription goes on.
+        or re-check there.  ``subscribed`` is set while a subscription is in
+        place and cleared while it is lost.  Either callback may be async
+        (awaited before the next message); one that raises is logged and the
+        subscription goes on.
         """
         assert self.client is not None, "the redis service has not started"
         label = what or channel
@@ -109,10 +110,10 @@ class RedisService(wisp.BaseService):
                         await _call(on_message, raw, what=f"handling a message for {label}")
                     elif kind == "subscribe":  # also after redis-py reconnects by itself
                         delay = 0.1
+                        if subscribed is not None:
+                            subscribed.set()
                         if first:
                             first = False
-                            if subscribed is not None:
-                                subscribed.set()
                         else:
                             logger.info("redis: {} subscribed again", label)
                             if on_gap is not None:
@@ -120,6 +121,8 @@ class RedisService(wisp.BaseService):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if subscribed is not None:
+                    subscribed.clear()
                 logger.warning(
                     "redis: lost the subscription for {} ({}: {}); subscribing again in {}s",
                     label,

@@ -116,16 +116,20 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisBackend:
+    """Locks on the ``redis`` service: its client, and its ``listen`` for this
+    process's wake-up channel."""
+
     kind = "redis"
     waits_in_server = False
 
     def __init__(
         self,
-        client: Any,
+        redis: Any,
         prefix: str,
         has_waiters: Callable[[str], bool] = lambda name: False,
     ) -> None:
-        self.client = client
+        self.redis = redis
+        self.client = client = redis.client
         self.prefix = prefix
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._acquire = client.register_script(ACQUIRE)
@@ -171,38 +175,20 @@ class RedisBackend:
         task.add_done_callback(self._chores.discard)
 
     async def _listen(self) -> None:
-        channel = f"{self.prefix}proc:{self.process_id}"
-        delay = 0.1
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                self._subscribed.set()
-                delay = 0.1
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    raw = msg["data"]
-                    name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                    if not self._wake(name):
-                        # Our waiter left (timed out) after we were queued: pass it on.
-                        self._chore(self._pass_on(name))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._subscribed.clear()
-                logger.warning(
-                    "locks: lost the Redis wake-up subscription ({}: {}); waiters re-check "
-                    "until it is back",
-                    type(exc).__name__,
-                    exc,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        """Follow this process's wake-up channel; while it is lost, waiters
+        re-check on their own (``_subscribed`` is clear, health says so)."""
+        await self.redis.listen(
+            f"{self.prefix}proc:{self.process_id}",
+            self._woken,
+            subscribed=self._subscribed,
+            what="lock wake-ups",
+        )
+
+    def _woken(self, raw: bytes) -> None:
+        name = raw.decode()
+        if not self._wake(name):
+            # Our waiter left (timed out) after we were queued: pass it on.
+            self._chore(self._pass_on(name))
 
     async def _pass_on(self, name: str) -> None:
         try:

@@ -238,7 +238,7 @@ class LocksService(wisp.BaseService):
             from wisp.plugins.locks.redisbackend import RedisBackend
 
             backend = RedisBackend(
-                self.app.services.get("redis").client,
+                self.app.services.get("redis"),
                 self.config.prefix,
                 has_waiters=lambda name: name in self._queues,
             )
