@@ -33,7 +33,6 @@ from wisp.cli.scaffold import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("WISP_TEST_DATABASE_URL")
 
 EXPECTED_FILES = [
     ".gitignore",
@@ -355,11 +354,10 @@ def test_generated_plugin_is_listed_and_loaded(generated: Generated) -> None:
     assert called == "Hello, Ada! (greeting #1 in this server)\n"
 
 
-async def _pg_schema(sql: str) -> None:
+async def _pg_schema(url: str, sql: str) -> None:
     import asyncpg
 
-    assert PG_URL is not None
-    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute(sql)
     finally:
@@ -368,16 +366,18 @@ async def _pg_schema(sql: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_generated_migration_matches_the_model(generated: Generated, backend: str) -> None:
+def test_generated_migration_matches_the_model(
+    generated: Generated, backend: str, request: pytest.FixtureRequest
+) -> None:
     bot = generated.root / f"migrate-{backend}"
     bot.mkdir()
     env = _clean_env()
     schema = f"t_{uuid.uuid4().hex[:12]}"
+    pg_url = ""
     if backend == "postgresql":
-        if not PG_URL:
-            pytest.skip("WISP_TEST_DATABASE_URL is not set")
-        asyncio.run(_pg_schema(f"CREATE SCHEMA {schema}"))
-        env = _clean_env(WISP_STORAGE__URL=PG_URL, WISP_STORAGE__SCHEMA=schema)
+        pg_url = request.getfixturevalue("pg_url")  # skipped unset, failed unreachable
+        asyncio.run(_pg_schema(pg_url, f"CREATE SCHEMA {schema}"))
+        env = _clean_env(WISP_STORAGE__URL=pg_url, WISP_STORAGE__SCHEMA=schema)
     try:
         wisp_ = (generated.bin("wisp"), "--log-level", "WARNING", "migrate")
         upgraded = _run(*wisp_, cwd=bot, env=env)
@@ -385,7 +385,7 @@ def test_generated_migration_matches_the_model(generated: Generated, backend: st
         assert _run(*wisp_, "check", cwd=bot, env=env).endswith("models and migrations agree\n")
     finally:
         if backend == "postgresql":
-            asyncio.run(_pg_schema(f"DROP SCHEMA {schema} CASCADE"))
+            asyncio.run(_pg_schema(pg_url, f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.mark.slow
