@@ -456,7 +456,7 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
     breakers = [
         CircuitBreaker(
             BreakerConfig(
-                name=name, failure_threshold=1, open_seconds=1.0, half_open_calls=3, shared=True
+                name=name, failure_threshold=1, open_seconds=2.0, half_open_calls=3, shared=True
             )
         )
         for _ in range(2)
@@ -468,8 +468,8 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
             await breakers[0].bind(boom)()
         # Open elsewhere, then the open period passes.  It is also how long a probe
         # may go unanswered before it is handed out again (its prober presumed
-        # dead): 1 s leaves a loaded machine room to start the 40 calls below.
-        await asyncio.sleep(1.1)
+        # dead): 2 s leaves a loaded machine room to admit the 40 calls below.
+        await asyncio.sleep(2.1)
         gate = asyncio.Event()
 
         async def wait() -> str:
@@ -477,10 +477,17 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
             return "ok"
 
         tasks = [asyncio.create_task(b.bind(wait)()) for b in breakers for _ in range(20)]
-        await asyncio.sleep(0.3)
+        # The probes end only when the gate opens: first let every call be
+        # decided (on a loaded machine 40 round trips to Redis take a while).
+        # The 37 refused finish at once; 3 (across both "processes") hold probes.
+        async with asyncio.timeout(10):
+            while sum(t.done() for t in tasks) < 37:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert sum(t.done() for t in tasks) == 37
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert sum(1 for r in results if r == "ok") == 3  # across both "processes"
+        assert sum(1 for r in results if r == "ok") == 3
         await asyncio.sleep(0.2)
         assert [b.state for b in breakers] == [BreakerState.CLOSED] * 2
     finally:
