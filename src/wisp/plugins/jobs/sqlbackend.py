@@ -186,14 +186,19 @@ class SQLBackend:
         if self._fast is None:
             self._fast = self.db.make_engine(pre_ping=False)
         for attempt in (1, 2):
-            try:
-                async with self._fast.connect() as conn:
+            async with self._fast.connect() as conn:
+                try:
                     auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return list((await auto.execute(stmt, params)).all())
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                logger.info("jobs: a pooled connection was dropped; enqueueing again")
+                except Exception as exc:
+                    # Not always a DBAPIError: older SQLAlchemy lets some driver
+                    # errors through as they are, with the connection invalidated.
+                    dropped = conn.invalidated or (
+                        isinstance(exc, DBAPIError) and exc.connection_invalidated
+                    )
+                    if attempt == 2 or not dropped:
+                        raise
+            logger.info("jobs: a pooled connection was dropped; enqueueing again")
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _by_key(self, key: str) -> Job | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -86,6 +86,8 @@ class Database(wisp.BaseService):
             if cfg.schema:
                 connect_args["server_settings"] = {"search_path": cfg.schema}
         engine = create_async_engine(self.url, connect_args=connect_args, **kwargs)
+        if self.dialect == "postgresql":
+            event.listen(engine.sync_engine, "handle_error", _asyncpg_out_of_step)
         if self.dialect == "sqlite":
             busy_ms = int(cfg.sqlite_busy_timeout * 1000)
 
@@ -144,3 +146,18 @@ class Database(wisp.BaseService):
         async with self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return wisp.Health(True, f"{self.dialect} at {self.display_url}")
+
+
+def _asyncpg_out_of_step(ctx: ExceptionContext) -> None:
+    """A backend the server ended (``pg_terminate_backend``, a restart) can leave
+    asyncpg's protocol out of step before it sees the socket close: the next
+    statement fails with ``InternalClientError: cannot switch to state ...``
+    (MagicStack/asyncpg#1069), which SQLAlchemy does not take for a disconnect.
+    Call it one, so the connection is thrown away, not pooled again, and
+    callers that retry on a dropped connection do."""
+    exc: BaseException | None = ctx.original_exception
+    while exc is not None:
+        if type(exc).__name__ == "InternalClientError" and "cannot switch to state" in str(exc):
+            ctx.is_disconnect = True
+            return
+        exc = exc.__cause__
