@@ -6,7 +6,7 @@ import os
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,26 @@ def redis_url() -> str:
     if not REDIS_URL:
         pytest.skip("WISP_TEST_REDIS_URL is not set")
     return _reachable("WISP_TEST_REDIS_URL", "Redis", REDIS_URL, _ping_redis)
+
+
+@pytest.fixture
+async def start_redis_service(redis_url: str) -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+    """``await start_redis_service()``: a started ``redis`` service on
+    ``WISP_TEST_REDIS_URL``, as the redis plugin makes it; each one is stopped
+    when the test ends."""
+    from wisp.plugins.redis import RedisService
+
+    started: list[Any] = []
+
+    async def start() -> Any:
+        service = RedisService(redis_url)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        await service.stop()
 
 
 @pytest.fixture

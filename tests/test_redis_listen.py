@@ -19,13 +19,10 @@ async def _until(check, timeout: float = 10.0) -> None:
 
 
 async def test_a_killed_connection_is_subscribed_again_and_reported_as_a_gap(
-    redis_url, log_lines
+    start_redis_service, log_lines
 ) -> None:
-    from wisp.plugins.redis import RedisService
-
     channel = f"wisp:test:listen:{uuid.uuid4().hex[:8]}"
-    service = RedisService(redis_url)
-    await service.start()
+    service = await start_redis_service()
     assert service.client is not None
     got: list[bytes] = []
     gaps: list[str] = []
@@ -53,16 +50,14 @@ async def test_a_killed_connection_is_subscribed_again_and_reported_as_a_gap(
         await _until(lambda: got == [b"one", b"two"])
     finally:
         await wisp.cancel_and_wait(task)
-        await service.stop()
     assert task.cancelled()
 
 
-async def test_a_handler_that_raises_does_not_end_the_subscription(redis_url, log_lines) -> None:
-    from wisp.plugins.redis import RedisService
-
+async def test_a_handler_that_raises_does_not_end_the_subscription(
+    start_redis_service, log_lines
+) -> None:
     channel = f"wisp:test:listen:{uuid.uuid4().hex[:8]}"
-    service = RedisService(redis_url)
-    await service.start()
+    service = await start_redis_service()
     assert service.client is not None
     got: list[bytes] = []
 
@@ -80,7 +75,6 @@ async def test_a_handler_that_raises_does_not_end_the_subscription(redis_url, lo
         await _until(lambda: got == [b"good"])
     finally:
         await wisp.cancel_and_wait(task)
-        await service.stop()
     messages = [r["message"] for r in log_lines]
     assert f"redis: handling a message for {channel} failed" in messages
     assert not any("lost the subscription" in m for m in messages)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from typing import Any
 
 import pytest
 
@@ -373,15 +372,6 @@ class _Services(dict):  # type: ignore[type-arg]
         return self[name]
 
 
-async def _redis(url: str) -> Any:
-    """A started redis service, as the redis plugin makes it."""
-    from wisp.plugins.redis import RedisService
-
-    service = RedisService(url)
-    await service.start()
-    return service
-
-
 def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
     name = f"shared-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "proc.py"
@@ -450,9 +440,11 @@ def test_two_processes_share_one_open_breaker(tmp_path, redis_url) -> None:
     assert "rejected" in late.stdout, late.stderr
 
 
-async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) -> None:
+async def test_shared_half_open_probes_are_counted_across_breakers(
+    start_redis_service,
+) -> None:
     name = f"probes-{uuid.uuid4().hex[:8]}"
-    services = [await _redis(redis_url) for _ in range(2)]
+    services = [await start_redis_service() for _ in range(2)]
     breakers = [
         CircuitBreaker(
             BreakerConfig(
@@ -493,8 +485,6 @@ async def test_shared_half_open_probes_are_counted_across_breakers(redis_url) ->
     finally:
         for b in breakers:
             await b.stop()
-        for redis in services:
-            await redis.stop()
 
 
 async def test_user_errors_do_not_count_and_raise_as_keeps_the_kind_message() -> None:
@@ -523,11 +513,11 @@ async def test_user_errors_do_not_count_and_raise_as_keeps_the_kind_message() ->
     assert BreakerConfig(failure_threshold=0, failure_rate=0.5).failure_threshold is None
 
 
-async def test_a_dead_probers_probe_is_handed_out_again(redis_url) -> None:
+async def test_a_dead_probers_probe_is_handed_out_again(start_redis_service) -> None:
     from wisp.plugins.resilience.breaker import _PROBE
 
     name = f"dead-{uuid.uuid4().hex[:8]}"
-    redis = await _redis(redis_url)
+    redis = await start_redis_service()
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=0.3, shared=True)
     a, b = CircuitBreaker(config), CircuitBreaker(config)
     try:
@@ -547,12 +537,11 @@ async def test_a_dead_probers_probe_is_handed_out_again(redis_url) -> None:
     finally:
         for x in (a, b):
             await x.stop()
-        await redis.stop()
 
 
-async def test_a_lost_subscription_is_restored_and_resynced(log_lines, redis_url) -> None:
+async def test_a_lost_subscription_is_restored_and_resynced(log_lines, start_redis_service) -> None:
     name = f"resub-{uuid.uuid4().hex[:8]}"
-    listening, opening = await _redis(redis_url), await _redis(redis_url)
+    listening, opening = await start_redis_service(), await start_redis_service()
     other = opening.client
     config = BreakerConfig(name=name, failure_threshold=1, open_seconds=30, shared=True)
     watcher, opener = CircuitBreaker(config), CircuitBreaker(config)
@@ -576,12 +565,10 @@ async def test_a_lost_subscription_is_restored_and_resynced(log_lines, redis_url
     finally:
         for x in (watcher, opener):
             await x.stop()
-        for redis in (listening, opening):
-            await redis.stop()
 
 
 async def test_a_shared_breaker_that_cannot_subscribe_fails_its_start(
-    redis_url, monkeypatch, log_lines
+    start_redis_service, monkeypatch, log_lines
 ) -> None:
     """Redis answers commands but no subscription can be made (here: the client
     points at a closed port): start fails with the breaker's name, not silently."""
@@ -590,7 +577,7 @@ async def test_a_shared_breaker_that_cannot_subscribe_fails_its_start(
     from wisp.plugins.resilience.breaker import _Hub
 
     monkeypatch.setattr(_Hub, "subscribe_timeout", 0.5)
-    redis = await _redis(redis_url)
+    redis = await start_redis_service()
     real = redis.client
     redis.client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
     config = BreakerConfig(name=f"deaf-{uuid.uuid4().hex[:8]}", shared=True)
@@ -602,4 +589,3 @@ async def test_a_shared_breaker_that_cannot_subscribe_fails_its_start(
     finally:
         await redis.client.aclose()
         redis.client = real
-        await redis.stop()
